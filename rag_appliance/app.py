@@ -1,0 +1,97 @@
+"""create_app(settings, services): the FastAPI application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rag_appliance.api import embeddings, health, metrics, models
+from rag_appliance.api.deps import json_response, require_api_key
+from rag_appliance.errors import AppError, error_body, status_type
+from rag_appliance.middleware import BodyLimitMiddleware
+from rag_appliance.services import Services, build_services
+from rag_appliance.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_INPUT_SHAPES = (
+    "'input' must be a non-empty string, an array of strings, an array of token ids "
+    "or an array of token-id arrays"
+)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The appliance's ASGI app; builds its services at startup unless given them."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.services is None:
+            app.state.services = await asyncio.to_thread(build_services, settings)
+        app.state.metrics_registry = metrics.make_registry(app.state.services)
+        await app.state.services.start()
+        try:
+            yield
+        finally:
+            await app.state.services.stop()
+
+    app = FastAPI(title="rag-appliance", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    protected = [Depends(require_api_key)]
+    app.include_router(embeddings.router, dependencies=protected)
+    app.include_router(models.router, dependencies=protected)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def app_error(_: Request, exc: AppError) -> Response:
+        return json_response(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return json_response(_validation_body(exc.errors()), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = "Not found: no such route"
+        body = error_body(message, status_type(exc.status_code), None, None)
+        return json_response(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        body = error_body("The server had an error while processing your request.", "server_error")
+        return json_response(body, status_code=500)
+
+
+def _validation_body(errors: Any) -> dict[str, Any]:
+    """One OpenAI error for pydantic's list: the first problem, with its parameter."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") in ("json_invalid", "model_attributes_type") or not loc:
+        what = (
+            "the body is not valid JSON"
+            if first.get("type") == "json_invalid"
+            else "the body must be a JSON object sent with Content-Type: application/json"
+        )
+        return error_body(f"Invalid request: {what}", "invalid_request_error")
+    param = loc[0]
+    if param == "input":
+        return error_body(_INPUT_SHAPES, "invalid_request_error", "input", "invalid_type")
+    where = ".".join(loc)
+    return error_body(f"Invalid '{where}': {first.get('msg')}", "invalid_request_error", param)

@@ -1,0 +1,215 @@
+"""Dynamic micro-batcher: many requests -> length-sorted, token-budgeted forward passes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rag_appliance.errors import EngineError, Overloaded, ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+EncodeFn = Callable[[Sequence[Sequence[int]]], np.ndarray]
+
+# Batches handed to the worker thread ahead of time, so it never waits for the event loop.
+_PREFETCH = 2
+# One round takes at most this many batch budgets from the queue before it is sorted and cut:
+# long enough to sort well, short enough that nothing waits more than a round.
+_ROUND_BUDGETS = 8
+
+
+@dataclass
+class BatcherStats:
+    """Counters exposed by /ready and /metrics."""
+
+    requests: int = 0
+    items: int = 0
+    forward_passes: int = 0
+    padded_tokens: int = 0
+    real_tokens: int = 0
+    rejected: int = 0
+    failed_batches: int = 0
+    queued_items: int = 0
+
+
+@dataclass
+class _Request:
+    size: int
+    future: asyncio.Future[np.ndarray]
+    out: np.ndarray | None = None
+    remaining: int = 0
+
+    def alive(self) -> bool:
+        return not self.future.done()
+
+
+@dataclass
+class _Item:
+    request: _Request
+    index: int
+    ids: Sequence[int]
+    length: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.length = len(self.ids)
+
+
+class MicroBatcher:
+    """Queues token-id sequences from concurrent requests and encodes them in shared batches."""
+
+    def __init__(
+        self,
+        encode: EncodeFn,
+        *,
+        max_tokens: int,
+        max_size: int,
+        queue_max_items: int,
+        retry_after_s: int = 1,
+    ) -> None:
+        self._encode = encode
+        self._max_tokens = max_tokens
+        self._max_size = max_size
+        self._queue_max = queue_max_items
+        self._retry_after = retry_after_s
+        self._pending: collections.deque[_Item] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(_PREFETCH)
+        self._inflight: set[asyncio.Task[None]] = set()
+        # One thread owns the model: torch parallelises inside each forward pass.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self._task: asyncio.Task[None] | None = None
+        self.stats = BatcherStats()
+
+    async def start(self) -> None:
+        """Start the scheduling task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """Stop scheduling and resolve everything still queued with a 503."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        self._fail_pending(ServiceUnavailable("the embedding engine is shutting down"))
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def embed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        """Encode finalized token-id sequences; rows come back in input order."""
+        if self._task is None:
+            raise ServiceUnavailable("the embedding engine is not running")
+        n = len(sequences)
+        # An empty queue admits any request, so a big one is never refused forever.
+        if self.stats.queued_items and self.stats.queued_items + n > self._queue_max:
+            self.stats.rejected += 1
+            raise Overloaded(
+                "the embedding engine is overloaded; retry after a moment",
+                headers={"Retry-After": str(self._retry_after)},
+            )
+        loop = asyncio.get_running_loop()
+        request = _Request(size=n, future=loop.create_future(), remaining=n)
+        self._pending.extend(_Item(request, i, seq) for i, seq in enumerate(sequences))
+        self.stats.requests += 1
+        self.stats.queued_items += n
+        self._wakeup.set()
+        return await request.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                try:
+                    for batch in self._cut(self._take_round()):
+                        await self._slots.acquire()
+                        task = asyncio.create_task(self._run_batch(batch))
+                        self._inflight.add(task)
+                        task.add_done_callback(self._batch_done)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug here must not strand queued requests
+                    log.exception("micro-batcher scheduling failed")
+                    self._fail_pending(EngineError("the embedding engine failed"))
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    def _take_round(self) -> list[_Item]:
+        budget = self._max_tokens * _ROUND_BUDGETS
+        taken: list[_Item] = []
+        used = 0
+        while self._pending and (not taken or used + self._pending[0].length <= budget):
+            item = self._pending.popleft()
+            if not item.request.alive():
+                self.stats.queued_items -= 1
+                continue
+            taken.append(item)
+            used += item.length
+        return taken
+
+    def _cut(self, items: list[_Item]) -> list[list[_Item]]:
+        """Length-sorted batches whose padded size (count x longest) fits the token budget."""
+        items.sort(key=lambda it: it.length)
+        batches: list[list[_Item]] = []
+        batch: list[_Item] = []
+        for item in items:
+            # Sorted ascending, so the newest item is the longest of its batch.
+            if batch and (
+                len(batch) >= self._max_size or (len(batch) + 1) * item.length > self._max_tokens
+            ):
+                batches.append(batch)
+                batch = []
+            batch.append(item)
+        if batch:
+            batches.append(batch)
+        return batches
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
+        alive = [it for it in batch if it.request.alive()]
+        self.stats.queued_items -= len(batch) - len(alive)
+        if not alive:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(
+                self._executor, self._encode, [it.ids for it in alive]
+            )
+        except Exception:
+            log.exception("embedding forward pass failed for a batch of %d", len(alive))
+            self.stats.failed_batches += 1
+            self.stats.queued_items -= len(alive)
+            error = EngineError("the embedding model failed on this request")
+            for it in alive:
+                if it.request.alive():
+                    it.request.future.set_exception(error)
+            return
+        self.stats.forward_passes += 1
+        self.stats.items += len(alive)
+        self.stats.queued_items -= len(alive)
+        self.stats.real_tokens += sum(it.length for it in alive)
+        self.stats.padded_tokens += len(alive) * alive[-1].length
+        for it, row in zip(alive, vectors, strict=True):
+            request = it.request
+            if not request.alive():
+                continue
+            if request.out is None:
+                request.out = np.empty((request.size, vectors.shape[1]), dtype=np.float32)
+            request.out[it.index] = row
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.out)
+
+    def _fail_pending(self, error: Exception) -> None:
+        while self._pending:
+            item = self._pending.popleft()
+            self.stats.queued_items -= 1
+            if item.request.alive():
+                item.request.future.set_exception(error)

@@ -1,0 +1,78 @@
+"""OpenAI /v1/embeddings request and response models (plus our extension fields)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from rag_appliance.embedding.service import EmbedParams, EmbedResult
+
+
+class EmbeddingRequest(BaseModel):
+    """The body of POST /v1/embeddings, in the order of the OpenAI docs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] = Field(
+        description="A string, an array of strings, an array of token ids or of token-id arrays."
+    )
+    model: str | None = Field(None, description="The served model name or an alias.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="'float' lists or 'base64' little-endian float32 buffers."
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="Shorten vectors (Matryoshka models only); re-normalised."
+    )
+    user: str | None = Field(None, description="End-user id; accepted and ignored.")
+    input_type: Literal["query", "document"] | None = Field(
+        None, description="Extension: apply the model's query or document prefix."
+    )
+    truncate: bool | None = Field(
+        None,
+        description="Extension: cut over-long inputs (true) or reject them (false); "
+        "default from settings.",
+    )
+
+    def to_params(self) -> EmbedParams:
+        """Plain parameters for the service."""
+        raw = self.input
+        inputs: list[str] | list[list[int]]
+        if isinstance(raw, str):
+            inputs = [raw]
+        elif raw and isinstance(raw[0], int):
+            inputs = [raw]  # type: ignore[list-item]
+        else:
+            inputs = raw  # type: ignore[assignment]
+        return EmbedParams(
+            inputs=inputs,
+            input_type=self.input_type,
+            truncate=self.truncate,
+            dimensions=self.dimensions,
+        )
+
+
+def embedding_response(
+    result: EmbedResult, model: str, encoding_format: Literal["float", "base64"]
+) -> dict[str, Any]:
+    """OpenAI's list-of-embeddings body; float rows stay numpy for orjson to serialise in C."""
+    vectors = result.vectors.astype("<f4", copy=False)
+    data: list[dict[str, Any]]
+    if encoding_format == "base64":
+        data = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(row.data).decode()}
+            for i, row in enumerate(vectors)
+        ]
+    else:
+        data = [
+            {"object": "embedding", "index": i, "embedding": row}
+            for i, row in enumerate(np.ascontiguousarray(vectors))
+        ]
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+    }

@@ -1,0 +1,160 @@
+"""Settings tree: defaults (the CPU profile) < YAML profile < RAG_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from rag_appliance.errors import SettingsError
+
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    """HTTP server and request limits."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="Accepted bearer keys for /v1/*; empty means no authentication.",
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond it)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the appliance and uvicorn."
+    )
+
+
+class EmbeddingSettings(_Section):
+    """The embedding model and its engine."""
+
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Hub model id or local path; 'all-MiniLM-L6-v2' resolves to the bundled copy.",
+    )
+    served_name: str | None = Field(
+        None, description="Name reported by /v1/models and responses (default: the profile name)."
+    )
+    aliases: list[str] = Field(
+        default_factory=list, description="Other model names accepted in requests."
+    )
+    profile: str | None = Field(
+        None,
+        description="Model profile to use (pooling, prefixes, limits); default: found by name.",
+    )
+    matryoshka_dims: list[int] | None = Field(
+        None, description="Override the profile's allowed `dimensions` values (Matryoshka)."
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'.")
+    dtype: Dtype = Field(
+        "auto",
+        description=(
+            "Inference precision. 'auto': float16 on CUDA; on CPU the fastest of "
+            "float32/bfloat16 whose cosine to float32 stays >= min_cosine."
+        ),
+    )
+    min_cosine: float = Field(
+        0.999, gt=0.0, le=1.0, description="Cosine bar to float32 that 'auto' dtype must keep."
+    )
+    num_threads: int | None = Field(
+        None, ge=1, description="Torch intra-op threads on CPU (default: all cores)."
+    )
+    max_inputs_per_request: int = Field(
+        2048, ge=1, description="Most inputs accepted in one request (OpenAI: 2,048)."
+    )
+    max_tokens_per_input: int | None = Field(
+        None, ge=2, description="Token limit per input (default and ceiling: the model's maximum)."
+    )
+    max_tokens_per_request: int = Field(
+        300_000, ge=1, description="Total tokens accepted in one request (OpenAI: 300,000)."
+    )
+    truncate: bool = Field(
+        True,
+        description="Truncate inputs over the token limit (else 400); requests may override.",
+    )
+    batch_max_tokens: int = Field(
+        16_384, ge=64, description="Padded-token budget of one forward pass (batch x length)."
+    )
+    batch_max_size: int = Field(256, ge=1, description="Most inputs in one forward pass.")
+    queue_max_items: int = Field(
+        16_384, ge=1, description="Most inputs waiting for the engine; beyond it requests get 429."
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 429.")
+
+
+class Settings(BaseSettings):
+    """The whole appliance configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+    embedding: EmbeddingSettings = Field(
+        default_factory=EmbeddingSettings, description="Embedding model and engine."
+    )
+    data_dir: Path = Field(Path("data"), description="Where the appliance keeps its state.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        emb = self.embedding
+        if emb.batch_max_size * 2 > emb.batch_max_tokens:
+            raise ValueError("embedding.batch_max_tokens must allow batch_max_size inputs of 2 tokens")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from an optional YAML profile, RAG_* env vars and explicit overrides."""
+    cls: type[Settings] = Settings
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise SettingsError(f"config file not found: {path}")
+        cls = type(
+            "ProfileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}}
+        )
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, config)) from None
+    except Exception as exc:  # YAML syntax errors and the like
+        raise SettingsError(f"invalid settings ({config}): {exc}".replace("\n", " ")) from None
+
+
+def _one_line(exc: ValidationError, config: str | Path | None) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = "RAG_" + "__".join(str(p) for p in err["loc"]).upper()
+        parts.append(f"{loc} ({env}): {err['msg']}")
+    where = f" in {config} or the environment" if config else ""
+    return f"invalid settings{where}: " + "; ".join(parts)
