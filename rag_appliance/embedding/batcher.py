@@ -78,6 +78,7 @@ class MicroBatcher:
         self._queue_max = queue_max_items
         self._retry_after = retry_after_s
         self._pending: collections.deque[_Item] = collections.deque()
+        self._round: list[list[_Item]] = []  # cut into batches, not yet handed to the thread
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(_PREFETCH)
         self._inflight: set[asyncio.Task[None]] = set()
@@ -125,13 +126,15 @@ class MicroBatcher:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending:
+            while self._pending or self._round:
                 try:
-                    for batch in self._cut(self._take_round()):
-                        await self._slots.acquire()
-                        task = asyncio.create_task(self._run_batch(batch))
-                        self._inflight.add(task)
-                        task.add_done_callback(self._batch_done)
+                    if not self._round:
+                        self._round = self._cut(self._take_round())
+                        continue
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._run_batch(self._round.pop(0)))
+                    self._inflight.add(task)
+                    task.add_done_callback(self._batch_done)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a bug here must not strand queued requests
@@ -172,28 +175,30 @@ class MicroBatcher:
             batches.append(batch)
         return batches
 
-    async def _run_batch(self, batch: list[_Item]) -> None:
+    def _encode_alive(self, batch: list[_Item]) -> tuple[list[_Item], np.ndarray | None]:
+        # Runs on the worker thread, right before the pass: requests cancelled while queued
+        # behind other batches cost nothing.
         alive = [it for it in batch if it.request.alive()]
-        self.stats.queued_items -= len(batch) - len(alive)
-        if not alive:
-            return
+        return alive, (self._encode([it.ids for it in alive]) if alive else None)
+
+    async def _run_batch(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            vectors = await loop.run_in_executor(
-                self._executor, self._encode, [it.ids for it in alive]
-            )
+            alive, vectors = await loop.run_in_executor(self._executor, self._encode_alive, batch)
         except Exception:
-            log.exception("embedding forward pass failed for a batch of %d", len(alive))
+            log.exception("embedding forward pass failed for a batch of %d", len(batch))
             self.stats.failed_batches += 1
-            self.stats.queued_items -= len(alive)
+            self.stats.queued_items -= len(batch)
             error = EngineError("the embedding model failed on this request")
-            for it in alive:
+            for it in batch:
                 if it.request.alive():
                     it.request.future.set_exception(error)
             return
+        self.stats.queued_items -= len(batch)
+        if vectors is None:
+            return
         self.stats.forward_passes += 1
         self.stats.items += len(alive)
-        self.stats.queued_items -= len(alive)
         self.stats.real_tokens += sum(it.length for it in alive)
         self.stats.padded_tokens += len(alive) * alive[-1].length
         for it, row in zip(alive, vectors, strict=True):
@@ -208,8 +213,10 @@ class MicroBatcher:
                 request.future.set_result(request.out)
 
     def _fail_pending(self, error: Exception) -> None:
-        while self._pending:
-            item = self._pending.popleft()
-            self.stats.queued_items -= 1
+        items = [*self._pending, *(it for batch in self._round for it in batch)]
+        self._pending.clear()
+        self._round.clear()
+        self.stats.queued_items -= len(items)
+        for item in items:
             if item.request.alive():
                 item.request.future.set_exception(error)
