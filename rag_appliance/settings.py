@@ -100,7 +100,10 @@ class Settings(BaseSettings):
     """The whole appliance configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix="RAG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
@@ -113,7 +116,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         emb = self.embedding
         if emb.batch_max_size * 2 > emb.batch_max_tokens:
-            raise ValueError("embedding.batch_max_tokens must allow batch_max_size inputs of 2 tokens")
+            raise ValueError(
+                "embedding.batch_max_tokens must allow batch_max_size inputs of 2 tokens"
+            )
         return self
 
     @classmethod
@@ -140,7 +145,9 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         if not path.is_file():
             raise SettingsError(f"config file not found: {path}")
         cls = type(
-            "ProfileSettings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": path}}
+            "ProfileSettings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, "yaml_file": path}},
         )
     try:
         return cls(**overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import orjson
@@ -16,7 +17,7 @@ from rag_appliance.services import Services
 
 def get_services(request: Request) -> Services:
     """The app's services object."""
-    return request.app.state.services  # type: ignore[no-any-return]
+    return request.app.state.services
 
 
 def get_embedding(request: Request) -> EmbeddingService:
@@ -42,7 +43,9 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 EmbeddingDep = Annotated[EmbeddingService, Depends(get_embedding)]
 
 
-def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    body: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """JSON through orjson, numpy arrays included (serialised in C, no per-float Python)."""
     return Response(
         orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import itertools
 import logging
 import os
@@ -15,11 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rag_appliance.embedding.models import (
-    ModelProfile,
     Pooling,
     find_profile,
     generic_profile,
-    with_overrides,
 )
 from rag_appliance.errors import SettingsError
 
@@ -105,11 +104,17 @@ class Encoder:
         if profile is None:
             profile = generic_profile(
                 settings.served_name or settings.model,
-                int(self._st.get_sentence_embedding_dimension() or 0),
+                self._st_dimension() or 0,
                 st_max,
                 self._st_pooling(),
             )
-        self.profile = with_overrides(profile, settings.matryoshka_dims)
+        actual = self._st_dimension() or profile.dimension
+        if actual != profile.dimension:
+            raise SettingsError(
+                f"model '{source}' produces {actual}-dim vectors but profile '{profile.name}'"
+                f" expects {profile.dimension}; set embedding.profile to the right model"
+            )
+        self.profile = profile
         self.max_length = min(self.profile.max_length, st_max)
         self._input_names = set(self.tokenizer.model_input_names)
         with_special = self.tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -131,7 +136,10 @@ class Encoder:
         log.info("embedding model %s loaded on %s as %s", source, self.device, self.info.dtype)
 
     def _load(self, source: str, profile_name: str | None) -> Any:
-        from sentence_transformers import SentenceTransformer, models
+        from sentence_transformers import SentenceTransformer
+
+        # The stable import path across sentence-transformers 5 and 6 (a shim in 6).
+        models: Any = importlib.import_module("sentence_transformers.models")
 
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         local = Path(source)
@@ -148,14 +156,23 @@ class Encoder:
             return SentenceTransformer(source, device=self.device, local_files_only=offline)
         except Exception as exc:
             raise SettingsError(
-                f"cannot load embedding model '{source}': {type(exc).__name__}: {exc}".split("\n")[0]
+                f"cannot load embedding model '{source}': {type(exc).__name__}: {exc}".split("\n")[
+                    0
+                ]
             ) from exc
+
+    def _st_dimension(self) -> int | None:
+        # sentence-transformers 6 renamed the method; 5.x only has the old name.
+        getter = getattr(self._st, "get_embedding_dimension", None)
+        getter = getter or self._st.get_sentence_embedding_dimension
+        dim = getter()
+        return int(dim) if dim else None
 
     def _st_pooling(self) -> Pooling:
         for module in self._st:
             mode = getattr(module, "pooling_mode", None)
             if mode in ("cls", "mean"):
-                return mode  # type: ignore[no-any-return]
+                return mode
         return "mean"
 
     def _choose_dtype(self, wanted: str, min_cosine: float) -> torch.dtype:
@@ -164,7 +181,7 @@ class Encoder:
             dtype = getattr(torch, wanted)
             if dtype != torch.float32:
                 self._st = self._st.to(dtype)
-            return dtype  # type: ignore[no-any-return]
+            return dtype
         candidates = [torch.float16] if self.device.startswith("cuda") else [torch.bfloat16]
         ids = self.tokenize(_CALIBRATION * 4)
         ids = [self.finalize(x, self.max_length) for x in ids]
@@ -181,14 +198,16 @@ class Encoder:
                 cosine, seconds = 0.0, float("inf")
             log.info(
                 "dtype %s: min cosine to float32 %.5f, %.2fx float32 speed",
-                dtype, cosine, best_time / seconds,
+                dtype,
+                cosine,
+                best_time / seconds,
             )
             # fp16 on CUDA is chosen whenever it keeps the bar: the win there is certain.
             if cosine >= min_cosine and (seconds < best_time or self.device.startswith("cuda")):
                 best, best_time = dtype, seconds
             else:
                 self._st = fp32_model
-        return best  # type: ignore[no-any-return]
+        return best
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens."""
@@ -211,7 +230,7 @@ class Encoder:
         ids = np.full(filled.shape, self.pad_id, dtype=np.int64)
         ids[filled] = np.fromiter(itertools.chain.from_iterable(batch), dtype=np.int64)
         mask = filled.astype(np.int64)
-        features: dict[str, torch.Tensor] = {
+        features: dict[str, Any] = {
             "input_ids": torch.from_numpy(ids).to(self.device, non_blocking=True),
             "attention_mask": torch.from_numpy(mask).to(self.device, non_blocking=True),
         }
@@ -221,7 +240,7 @@ class Encoder:
             out = self._st(features)["sentence_embedding"].float()
             if self.profile.normalize:
                 out = torch.nn.functional.normalize(out, dim=-1)
-            return out.cpu().numpy()  # type: ignore[no-any-return]
+            return out.cpu().numpy()
 
 
 def _find_sublist(haystack: Sequence[int], needle: Sequence[int]) -> int:

@@ -120,9 +120,7 @@ def generic_profile(name: str, dimension: int, max_length: int, pooling: Pooling
     return ModelProfile(name=name, dimension=dimension, max_length=max_length, pooling=pooling)
 
 
-def with_overrides(
-    profile: ModelProfile, matryoshka_dims: list[int] | None = None
-) -> ModelProfile:
+def with_overrides(profile: ModelProfile, matryoshka_dims: list[int] | None = None) -> ModelProfile:
     """Apply settings that refine a profile."""
     if matryoshka_dims is None:
         return profile

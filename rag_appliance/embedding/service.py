@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from rag_appliance.embedding.batcher import MicroBatcher
-from rag_appliance.embedding.models import InputType, ModelProfile
+from rag_appliance.embedding.models import InputType, ModelProfile, with_overrides
 from rag_appliance.errors import InvalidRequest, ModelNotFound
 from rag_appliance.settings import EmbeddingSettings
 
@@ -52,9 +52,14 @@ class EmbeddingService:
     def __init__(self, encoder: TokenEncoder, settings: EmbeddingSettings) -> None:
         self.encoder = encoder
         self.settings = settings
-        self.profile = encoder.profile
+        self.profile = with_overrides(encoder.profile, settings.matryoshka_dims)
         self.served_name = settings.served_name or self.profile.name
-        self._names = {self.served_name, self.profile.name, *self.profile.aliases, *settings.aliases}
+        self._names = {
+            self.served_name,
+            self.profile.name,
+            *self.profile.aliases,
+            *settings.aliases,
+        }
         limit = settings.max_tokens_per_input or encoder.max_length
         self.max_tokens_per_input = min(limit, encoder.max_length)
         self.batcher = MicroBatcher(
@@ -89,14 +94,11 @@ class EmbeddingService:
 
     async def embed(self, params: EmbedParams) -> EmbedResult:
         """Validate, tokenise, encode and (if asked) shorten the inputs."""
-        n = len(params.inputs)
+        n, most = len(params.inputs), self.settings.max_inputs_per_request
         if n == 0:
             raise InvalidRequest("'input' must not be empty", param="input")
-        if n > self.settings.max_inputs_per_request:
-            raise InvalidRequest(
-                f"'input' has {n} items; at most {self.settings.max_inputs_per_request} are allowed",
-                param="input",
-            )
+        if n > most:
+            raise InvalidRequest(f"'input' has {n} items; at most {most} allowed", param="input")
         try:
             self.profile.check_dimensions(params.dimensions)
         except ValueError as exc:
@@ -115,13 +117,15 @@ class EmbeddingService:
         if params.dimensions is not None and params.dimensions != vectors.shape[1]:
             vectors = vectors[:, : params.dimensions]
             vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        return EmbedResult(vectors=np.ascontiguousarray(vectors, dtype=np.float32), prompt_tokens=tokens)
+        return EmbedResult(
+            vectors=np.ascontiguousarray(vectors, dtype=np.float32), prompt_tokens=tokens
+        )
 
     async def _token_ids(self, params: EmbedParams) -> list[list[int]]:
         prefix = self.profile.prefix(params.input_type)
         inputs = params.inputs
         if isinstance(inputs[0], str):
-            texts = [prefix + t for t in inputs]  # type: ignore[operator]
+            texts = [prefix + t for t in inputs]
             for i, text in enumerate(inputs):
                 if not text:
                     raise InvalidRequest(f"input[{i}] is an empty string", param=f"input[{i}]")
@@ -132,14 +136,14 @@ class EmbeddingService:
         for i, ids in enumerate(inputs):
             if not ids:
                 raise InvalidRequest(f"input[{i}] is an empty token list", param=f"input[{i}]")
-            bad = next((t for t in ids if not 0 <= t < self.encoder.vocab_size), None)  # type: ignore[operator]
+            bad = next((t for t in ids if not 0 <= t < self.encoder.vocab_size), None)
             if bad is not None:
                 raise InvalidRequest(
                     f"input[{i}] has token id {bad}, outside this model's vocabulary"
                     f" (0..{self.encoder.vocab_size - 1})",
                     param=f"input[{i}]",
                 )
-            out.append([*prefix_ids, *ids])  # type: ignore[list-item]
+            out.append([*prefix_ids, *ids])
         return out
 
     def _fit(self, content: list[list[int]], params: EmbedParams) -> list[list[int]]:
@@ -151,7 +155,7 @@ class EmbeddingService:
                 if len(ids) > room:
                     raise InvalidRequest(
                         f"input[{i}] has {len(ids) + self.encoder.n_special()} tokens; the limit"
-                        f" is {limit}. Shorten it or send \"truncate\": true",
+                        f' is {limit}. Shorten it or send "truncate": true',
                         param=f"input[{i}]",
                         code="context_length_exceeded",
                     )

@@ -38,14 +38,10 @@ class EmbeddingRequest(BaseModel):
 
     def to_params(self) -> EmbedParams:
         """Plain parameters for the service."""
-        raw = self.input
-        inputs: list[str] | list[list[int]]
-        if isinstance(raw, str):
-            inputs = [raw]
-        elif raw and isinstance(raw[0], int):
-            inputs = [raw]  # type: ignore[list-item]
-        else:
-            inputs = raw  # type: ignore[assignment]
+        raw: Any = self.input
+        # A bare string and a bare token-id list are each one input.
+        single = isinstance(raw, str) or (bool(raw) and isinstance(raw[0], int))
+        inputs: list[str] | list[list[int]] = [raw] if single else raw
         return EmbedParams(
             inputs=inputs,
             input_type=self.input_type,

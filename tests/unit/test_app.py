@@ -33,7 +33,7 @@ def assert_error(response: Any, status: int, param: str | None = None) -> dict[s
     assert error["message"]
     if param is not None:
         assert error["param"] == param
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 def test_embeddings_float_and_base64(client: TestClient) -> None:
@@ -74,7 +74,9 @@ def test_unknown_model_code(client: TestClient) -> None:
 def test_malformed_json_and_wrong_content_type(client: TestClient) -> None:
     r = client.post("/v1/embeddings", content=b"{bad", headers={"content-type": "application/json"})
     assert "not valid JSON" in assert_error(r, 400)["message"]
-    r = client.post("/v1/embeddings", content=b'{"input": "a"}', headers={"content-type": "text/plain"})
+    r = client.post(
+        "/v1/embeddings", content=b'{"input": "a"}', headers={"content-type": "text/plain"}
+    )
     assert_error(r, 400)
     assert_error(client.post("/v1/embeddings", json=["a", "b"]), 400)
 
@@ -119,7 +121,7 @@ def test_model_failure_is_a_clean_500_and_service_continues() -> None:
 def test_models_health_ready_metrics(client: TestClient) -> None:
     models = client.get("/v1/models").json()
     assert models["object"] == "list"
-    assert [m["id"] for m in models["data"]][0] == "fake-model"
+    assert models["data"][0]["id"] == "fake-model"
     assert client.get("/v1/models/fake-alias").json()["id"] == "fake-alias"
     assert_error(client.get("/v1/models/gpt-4"), 404, "model")
     assert client.get("/health").json() == {"status": "ok"}

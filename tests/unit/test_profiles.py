@@ -40,7 +40,11 @@ def test_prefixes() -> None:
     mini = find_profile("all-MiniLM-L6-v2")
     m3 = find_profile("BAAI/bge-m3")
     assert e5 and bge and mini and m3
-    assert (e5.prefix("query"), e5.prefix("document"), e5.prefix(None)) == ("query: ", "passage: ", "")
+    assert (e5.prefix("query"), e5.prefix("document"), e5.prefix(None)) == (
+        "query: ",
+        "passage: ",
+        "",
+    )
     assert bge.prefix("query") == BGE_EN_QUERY_INSTRUCTION and bge.prefix("document") == ""
     assert mini.prefix("query") == "" and m3.prefix("query") == ""
 

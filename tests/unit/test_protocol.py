@@ -35,8 +35,14 @@ def test_wrong_types_are_rejected(raw: object) -> None:
 
 def test_extension_fields_and_extras() -> None:
     body = EmbeddingRequest.model_validate(
-        {"input": "x", "input_type": "query", "truncate": False, "dimensions": 4, "user": "u",
-         "unknown_future_field": 1}
+        {
+            "input": "x",
+            "input_type": "query",
+            "truncate": False,
+            "dimensions": 4,
+            "user": "u",
+            "unknown_future_field": 1,
+        }
     )
     params = body.to_params()
     assert (params.input_type, params.truncate, params.dimensions) == ("query", False, 4)

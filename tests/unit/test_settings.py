@@ -22,7 +22,9 @@ def test_defaults_are_the_cpu_profile() -> None:
 
 def test_env_overrides_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     profile = tmp_path / "p.yaml"
-    profile.write_text("embedding:\n  batch_max_size: 32\n  truncate: false\nserver:\n  port: 9000\n")
+    profile.write_text(
+        "embedding:\n  batch_max_size: 32\n  truncate: false\nserver:\n  port: 9000\n"
+    )
     monkeypatch.setenv("RAG_EMBEDDING__BATCH_MAX_SIZE", "16")
     monkeypatch.setenv("RAG_SERVER__API_KEYS", '["k1", "k2"]')
     s = load_settings(profile)

@@ -1,0 +1,88 @@
+"""The CLI as a user runs it: `python -m rag_appliance serve` in a subprocess, default profile."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from rag_appliance.embedding.encoder import resolve_source
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = free_port()
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag_appliance", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_openai_client_against_the_cli_server(server: str) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(resolve_source("all-MiniLM-L6-v2"), device="cpu")
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
+    texts = [f"Document {i}: self-hosted embeddings are cheap to re-index." for i in range(2048)]
+    for inputs in ("A single string input.", texts):
+        response = client.embeddings.create(model="all-MiniLM-L6-v2", input=inputs)
+        got = np.array([d.embedding for d in response.data], dtype=np.float32)
+        expected_texts = [inputs] if isinstance(inputs, str) else inputs
+        assert got.shape == (len(expected_texts), 384)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-3)
+        sample = slice(None, None, 97)
+        ref = reference.encode(expected_texts[sample], normalize_embeddings=True)
+        assert float(np.min(np.sum(got[sample] * ref, axis=1))) >= 0.999
+    ids = reference.tokenizer("Token ids in, vectors out.", add_special_tokens=False)["input_ids"]
+    response = client.embeddings.create(model="all-MiniLM-L6-v2", input=[ids])
+    ref = reference.encode(["Token ids in, vectors out."], normalize_embeddings=True)
+    assert float(np.dot(response.data[0].embedding, ref[0])) >= 0.999
+    ready = httpx.get(f"{server}/ready").json()["embedding"]
+    assert ready["model"] == "all-MiniLM-L6-v2" and ready["dimension"] == 384
+
+
+def test_invalid_settings_fail_with_one_line() -> None:
+    env = os.environ | {"RAG_EMBEDDING__DTYPE": "float8", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rag_appliance", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "embedding.dtype" in lines[0], result.stderr
