@@ -65,6 +65,28 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class CollectionNotFound(NotFound):
+    """404 for an unknown collection."""
+
+    code = "collection_not_found"
+
+
+class Conflict(AppError):
+    """409: the request contradicts stored state (e.g. another model's collection)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
+class UnsupportedMediaType(AppError):
+    """415: a file type the parsers do not handle."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
 class PayloadTooLarge(AppError):
     """413: the body is over the configured limit."""
 
