@@ -17,10 +17,12 @@ BUCKETS: dict[str, tuple[int, int]] = {
     "medium": (90, 4_096),
     "long": (350, 2_048),
 }
-_VERSION = 1
+_VERSION = 2
 _SEED = 20_261_126
 _CACHE = Path(__file__).resolve().parent / ".cache"
 _BLANK_LINE = re.compile(r"\n\s*\n")
+# reST tables, rules and underlines ("=====", "-----"): not prose, and token-heavy.
+_RULE = re.compile(r"([=\-~*_#+^])\1{3,}")
 _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
@@ -50,8 +52,9 @@ def _paragraphs(source: str) -> Iterator[str]:
             continue
         for block in _BLANK_LINE.split(doc):
             text = " ".join(block.split())
-            if len(text.split()) >= 6 and not text.startswith((">>>", "...")):
-                yield text
+            if len(text.split()) < 6 or text.startswith((">>>", "...")) or _RULE.search(text):
+                continue
+            yield text
 
 
 def build_corpus() -> dict[str, list[str]]:
