@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag_appliance.api import embeddings, health, metrics, models
+from rag_appliance.api import collections, embeddings, health, index, metrics, models, search
 from rag_appliance.api.deps import json_response, require_api_key
 from rag_appliance.errors import AppError, error_body, status_type
 from rag_appliance.middleware import BodyLimitMiddleware
@@ -45,10 +45,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app = FastAPI(title="rag-appliance", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     app.state.settings = settings
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.server.max_body_bytes,
+        overrides={"/v1/index/upload": settings.ingest.max_upload_bytes},
+    )
     protected = [Depends(require_api_key)]
-    app.include_router(embeddings.router, dependencies=protected)
-    app.include_router(models.router, dependencies=protected)
+    for module in (embeddings, models, index, search, collections):
+        app.include_router(module.router, dependencies=protected)
     app.include_router(health.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)

@@ -1,14 +1,18 @@
-"""Command line: rag-appliance serve [--config F] [--host H] [--port P]."""
+"""Command line: rag-appliance serve | index PATH... | search QUERY | eval --dataset DIR."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from rag_appliance.errors import SettingsError
+from rag_appliance.errors import AppError, SettingsError
 
 log = logging.getLogger("rag_appliance")
 
@@ -17,49 +21,112 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rag-appliance", description="Self-hosted embeddings and RAG on one GPU."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve the HTTP API")
-    serve.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--config",
         default=os.environ.get("RAG_CONFIG"),
         help="YAML profile (default: $RAG_CONFIG, else the built-in CPU profile)",
     )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", parents=[common], help="serve the HTTP API")
     serve.add_argument("--host", help="interface to bind (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to bind (overrides server.port)")
+
+    index = sub.add_parser(
+        "index", parents=[common], help="index files and folders (in-process, not over HTTP)"
+    )
+    index.add_argument("paths", nargs="+", help="files or folders (recursive)")
+    index.add_argument("--collection", required=True, help="target collection")
+    index.add_argument("--metadata", default="{}", help="JSON object stored with every file")
+
+    search = sub.add_parser("search", parents=[common], help="search a collection")
+    search.add_argument("query", help="the search text")
+    search.add_argument("--collection", required=True, help="collection to search")
+    search.add_argument("--top-k", type=int, default=5, help="hits to show")
+    search.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
+
+    evaluate = sub.add_parser(
+        "eval", parents=[common], help="index a BEIR dataset and print retrieval metrics"
+    )
+    evaluate.add_argument("--dataset", required=True, type=Path, help="BEIR-format folder")
+    evaluate.add_argument("--collection", required=True, help="collection to index into")
+    evaluate.add_argument("--k", type=int, default=10, help="cut-off of the metrics")
+    evaluate.add_argument(
+        "--exact", action="store_true", help="also rank by exact numpy search, as a reference"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return _serve(args)
-    return 2  # pragma: no cover - argparse enforces a command
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from rag_appliance.settings import load_settings
-
     try:
-        settings = load_settings(args.config)
-        server = settings.server.model_copy(
-            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        )
-        settings = settings.model_copy(update={"server": server})
+        settings = _settings(args)
         logging.basicConfig(
             level=settings.server.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        # Heavy imports only now: `--help` and settings errors stay fast.
-        import uvicorn
-
-        from rag_appliance.app import create_app
-        from rag_appliance.services import build_services
-
-        services = build_services(settings)
+        if args.command == "serve":
+            return _serve(settings)
+        return asyncio.run(_local(args, settings))
     except SettingsError as exc:
         print(f"rag-appliance: {exc}", file=sys.stderr)
         return 2
+    except AppError as exc:
+        print(f"rag-appliance: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from rag_appliance.settings import load_settings
+
+    settings = load_settings(args.config)
+    if args.command == "serve":
+        pairs = (("host", args.host), ("port", args.port))
+        server = settings.server.model_copy(update={k: v for k, v in pairs if v is not None})
+        settings = settings.model_copy(update={"server": server})
+    else:  # one-shot commands: keep the terminal for results and progress bars
+        server = settings.server.model_copy(update={"log_level": "warning"})
+        settings = settings.model_copy(update={"server": server})
+    return settings
+
+
+def _json_arg(raw: str | None, name: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"--{name} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"--{name} must be a JSON object")
+    return value
+
+
+async def _local(args: argparse.Namespace, settings: Any) -> int:
+    from rag_appliance import local_commands
+
+    if args.command == "index":
+        meta = _json_arg(args.metadata, "metadata") or {}
+        return await local_commands.index_command(settings, args.paths, args.collection, meta)
+    if args.command == "search":
+        flt = _json_arg(args.filter, "filter")
+        return await local_commands.search_command(
+            settings, args.query, args.collection, args.top_k, flt
+        )
+    return await local_commands.eval_command(
+        settings, args.dataset, args.collection, args.k, args.exact
+    )
+
+
+def _serve(settings: Any) -> int:
+    # Heavy imports only now: `--help` and settings errors stay fast.
+    import uvicorn
+
+    from rag_appliance.app import create_app
+    from rag_appliance.services import build_services
+
+    services = build_services(settings)
     app = create_app(settings, services)
     log.info("serving on http://%s:%d", settings.server.host, settings.server.port)
     uvicorn.run(

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from rag_appliance.embedding.service import EmbeddingService
 from rag_appliance.errors import ServiceUnavailable
+from rag_appliance.ingest.collections import Collections
+from rag_appliance.ingest.pipeline import IndexPipeline
+from rag_appliance.rag.retriever import Retriever
 from rag_appliance.settings import Settings
+from rag_appliance.store.base import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -15,9 +20,23 @@ log = logging.getLogger(__name__)
 class Services:
     """The running engines of one app; lives on `app.state.services`."""
 
-    def __init__(self, settings: Settings, embedding: EmbeddingService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedding: EmbeddingService,
+        store: VectorStore | None = None,
+        tokenizer: Any = None,
+    ) -> None:
         self.settings = settings
         self.embedding = embedding
+        self.store = store
+        self.pipeline: IndexPipeline | None = None
+        self.retriever: Retriever | None = None
+        self.collections: Collections | None = None
+        if store is not None and tokenizer is not None:
+            self.pipeline = IndexPipeline(embedding, store, tokenizer, settings.ingest)
+            self.retriever = Retriever(embedding, store, self.pipeline, settings.search)
+            self.collections = Collections(store, self.pipeline)
         self.created = int(time.time())
         self.running = False
 
@@ -27,9 +46,11 @@ class Services:
         self.running = True
 
     async def stop(self) -> None:
-        """Stop workers; whatever is queued resolves with a 503."""
+        """Stop workers (whatever is queued resolves with a 503) and close the store."""
         self.running = False
         await self.embedding.stop()
+        if self.store is not None:
+            self.store.close()
 
     def require_embedding(self) -> EmbeddingService:
         """The embedding service, or a 503 while it is not serving."""
@@ -37,9 +58,41 @@ class Services:
             raise ServiceUnavailable("the embedding engine is not running")
         return self.embedding
 
+    def require_pipeline(self) -> IndexPipeline:
+        """The indexing pipeline, or a 503 when no store is configured."""
+        self.require_embedding()
+        if self.pipeline is None:
+            raise ServiceUnavailable("no vector store is configured")
+        return self.pipeline
+
+    def require_retriever(self) -> Retriever:
+        """The retriever, or a 503 when no store is configured."""
+        self.require_pipeline()
+        assert self.retriever is not None
+        return self.retriever
+
+    def require_collections(self) -> Collections:
+        """Collection management, or a 503 when no store is configured."""
+        self.require_pipeline()
+        assert self.collections is not None
+        return self.collections
+
+
+def build_store(settings: Settings) -> VectorStore:
+    """The configured vector store (imports its backend lazily)."""
+    store = settings.store
+    if store.backend == "qdrant_server":
+        from rag_appliance.store.qdrant_server import QdrantServerStore
+
+        assert store.url is not None  # enforced by StoreSettings
+        return QdrantServerStore.from_url(store.url, store.api_key, timeout=store.timeout_s)
+    from rag_appliance.store.qdrant_edge import QdrantEdgeStore
+
+    return QdrantEdgeStore(settings.data_dir / "qdrant", hnsw_threshold=store.hnsw_threshold)
+
 
 def build_services(settings: Settings) -> Services:
-    """Load the configured models (blocking: seconds to minutes) and wire the services."""
+    """Load the configured models and store (blocking: seconds to minutes) and wire them."""
     from rag_appliance.embedding.encoder import Encoder
 
     started = time.perf_counter()
@@ -53,4 +106,8 @@ def build_services(settings: Settings) -> Services:
         encoder.info.dimension,
         encoder.info.max_length,
     )
-    return Services(settings, EmbeddingService(encoder, settings.embedding))
+    store = build_store(settings)
+    log.info("vector store: %s", settings.store.backend)
+    return Services(
+        settings, EmbeddingService(encoder, settings.embedding), store, encoder.tokenizer
+    )

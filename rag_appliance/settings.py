@@ -96,6 +96,63 @@ class EmbeddingSettings(_Section):
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 429.")
 
 
+class StoreSettings(_Section):
+    """Where vectors live: embedded Qdrant (default) or a Qdrant server/cluster."""
+
+    backend: Literal["qdrant_edge", "qdrant_server"] = Field(
+        "qdrant_edge",
+        description="'qdrant_edge': the Qdrant engine in-process under data_dir; "
+        "'qdrant_server': a Qdrant server or cluster at `url`.",
+    )
+    url: str | None = Field(None, description="Qdrant server URL (qdrant_server backend).")
+    api_key: str | None = Field(None, description="Qdrant server API key (qdrant_server).")
+    timeout_s: float = Field(30.0, gt=0, description="Qdrant server request timeout.")
+    hnsw_threshold: int = Field(
+        20_000,
+        ge=0,
+        description="Embedded store: points in a segment before Qdrant builds its HNSW index "
+        "(below it, search is exact).",
+    )
+
+    @model_validator(mode="after")
+    def _check_url(self) -> StoreSettings:
+        if self.backend == "qdrant_server" and not self.url:
+            raise ValueError("store.url is required when store.backend is qdrant_server")
+        return self
+
+
+class IngestSettings(_Section):
+    """Chunking and ingestion limits."""
+
+    chunk_max_tokens: int = Field(
+        200, ge=8, description="Chunk size in model tokens (capped to the model's maximum)."
+    )
+    chunk_overlap_tokens: int = Field(32, ge=0, description="Tokens shared by adjacent chunks.")
+    max_documents_per_request: int = Field(
+        1000, ge=1, description="Most documents in one /v1/index call."
+    )
+    max_upload_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest /v1/index/upload body (413 beyond it)."
+    )
+    max_files_per_upload: int = Field(100, ge=1, description="Most files in one upload.")
+    embed_batch: int = Field(
+        256, ge=1, description="Chunks per embedding call and per store upsert while indexing."
+    )
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> IngestSettings:
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise ValueError("ingest.chunk_overlap_tokens must be below chunk_max_tokens")
+        return self
+
+
+class SearchSettings(_Section):
+    """Retrieval defaults and limits."""
+
+    default_top_k: int = Field(5, ge=1, description="Hits returned when top_k is not given.")
+    max_top_k: int = Field(100, ge=1, description="Largest accepted top_k.")
+
+
 class Settings(BaseSettings):
     """The whole appliance configuration."""
 
@@ -110,6 +167,9 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(
         default_factory=EmbeddingSettings, description="Embedding model and engine."
     )
+    store: StoreSettings = Field(default_factory=StoreSettings, description="Vector store.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
+    search: SearchSettings = Field(default_factory=SearchSettings, description="Retrieval.")
     data_dir: Path = Field(Path("data"), description="Where the appliance keeps its state.")
 
     @model_validator(mode="after")

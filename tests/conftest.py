@@ -16,6 +16,7 @@ from rag_appliance.app import create_app
 from rag_appliance.embedding.service import EmbeddingService, TokenEncoder
 from rag_appliance.services import Services
 from rag_appliance.settings import Settings, load_settings
+from rag_appliance.store.base import VectorStore
 
 
 def make_settings(**sections: dict[str, Any]) -> Settings:
@@ -27,9 +28,12 @@ def make_settings(**sections: dict[str, Any]) -> Settings:
     return base.model_copy(update=update)
 
 
-def make_services(settings: Settings, encoder: TokenEncoder) -> Services:
-    """Services around a given encoder (real or fake)."""
-    return Services(settings, EmbeddingService(encoder, settings.embedding))
+def make_services(
+    settings: Settings, encoder: TokenEncoder, store: VectorStore | None = None
+) -> Services:
+    """Services around a given encoder (real or fake) and optional store."""
+    tokenizer = getattr(encoder, "tokenizer", None)
+    return Services(settings, EmbeddingService(encoder, settings.embedding), store, tokenizer)
 
 
 def free_port() -> int:
@@ -39,10 +43,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(settings: Settings, encoder: TokenEncoder) -> Iterator[str]:
+def live_server(
+    settings: Settings, encoder: TokenEncoder, store: VectorStore | None = None
+) -> Iterator[str]:
     """A real uvicorn server in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(settings, make_services(settings, encoder))
+    app = create_app(settings, make_services(settings, encoder, store))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -100,6 +100,9 @@ class Encoder:
         self._st = self._load(source, settings.profile)
         self.tokenizer = self._st.tokenizer
         st_max = int(self._st.max_seq_length or 512)
+        # Inputs are tokenised whole and cut by `finalize`; silence transformers' warning about
+        # sequences longer than the model (they never reach the model).
+        self.tokenizer.model_max_length = 1 << 30
         profile = find_profile(settings.profile or settings.model) or find_profile(source)
         if profile is None:
             profile = generic_profile(

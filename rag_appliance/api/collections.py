@@ -1,0 +1,72 @@
+"""Collection and document management: /v1/collections..."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from rag_appliance.api.deps import ServicesDep, json_response
+from rag_appliance.store.base import CollectionInfo
+
+router = APIRouter()
+
+
+def _collection(info: CollectionInfo, documents: int) -> dict[str, Any]:
+    return {
+        "id": info.name,
+        "object": "collection",
+        "documents": documents,
+        "points": info.points_count,
+        "created_at": info.created_at,
+        "provenance": asdict(info.provenance),
+    }
+
+
+@router.get("/v1/collections", response_class=Response)
+async def list_collections(services: ServicesDep) -> Response:
+    """Every collection with its counts and provenance."""
+    rows = await services.require_collections().all()
+    return json_response({"object": "list", "data": [_collection(i, n) for i, n in rows]})
+
+
+@router.get("/v1/collections/{name}", response_class=Response)
+async def get_collection(name: str, services: ServicesDep) -> Response:
+    """One collection; 404 when missing."""
+    info, documents = await services.require_collections().get(name)
+    return json_response(_collection(info, documents))
+
+
+@router.delete("/v1/collections/{name}", response_class=Response)
+async def delete_collection(name: str, services: ServicesDep) -> Response:
+    """Drop a collection and its data."""
+    await services.require_collections().delete(name)
+    return json_response({"id": name, "object": "collection", "deleted": True})
+
+
+@router.get("/v1/collections/{name}/documents", response_class=Response)
+async def list_documents(
+    name: str,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    after: Annotated[str | None, Query(description="Cursor from the previous page.")] = None,
+) -> Response:
+    """One page of documents; follow `next` for the rest."""
+    docs, cursor = await services.require_collections().documents(name, limit, after)
+    return json_response(
+        {
+            "object": "list",
+            "data": [{"object": "document", **asdict(d)} for d in docs],
+            "next": cursor,
+            "has_more": cursor is not None,
+        }
+    )
+
+
+@router.delete("/v1/collections/{name}/documents/{doc_id:path}", response_class=Response)
+async def delete_document(name: str, doc_id: str, services: ServicesDep) -> Response:
+    """Remove one document's chunks; 404 when it is not there."""
+    chunks = await services.require_collections().delete_document(name, doc_id)
+    return json_response({"id": doc_id, "object": "document", "deleted": True, "chunks": chunks})

@@ -1,0 +1,1 @@
+"""Document ingestion: parse uploaded files, chunk text by model tokens, index into the store."""

@@ -1,0 +1,246 @@
+"""parse -> chunk -> embed -> upsert; idempotent by (doc id, content hash), crash-safe.
+
+A document's chunks are written with `committed: false` (invisible to search) and flipped to
+`committed: true` in one store operation once all of them, and the deletion of stale chunks,
+have landed. Re-indexing first hides the old version. A process killed anywhere in between
+leaves the document absent from search and not "unchanged", so re-running converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from rag_appliance.embedding.service import EmbeddingService, EmbedParams
+from rag_appliance.errors import Conflict, InvalidRequest, Overloaded
+from rag_appliance.ingest.chunking import (
+    Chunk,
+    ChunkingParams,
+    chunk_text,
+    content_hash,
+    doc_id_from_content,
+    stable_chunk_id,
+)
+from rag_appliance.settings import IngestSettings
+from rag_appliance.store.base import Filter, Match, Point, Provenance, Range, VectorStore
+
+log = logging.getLogger(__name__)
+
+COMMITTED = Match("committed", (True,))
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document to index, as plain values."""
+
+    text: str
+    id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class DocResult:
+    """What happened to one document."""
+
+    doc_id: str
+    chunks: int
+    status: str  # "indexed" | "unchanged"
+
+
+@dataclass
+class _Pending:
+    doc: Document
+    doc_id: str
+    digest: str
+    chunks: list[Chunk]
+    existed: bool = False
+
+
+def doc_filter(*doc_ids: str) -> Filter:
+    """Every chunk of these documents."""
+    return Filter(must=(Match("doc_id", tuple(doc_ids)),))
+
+
+class IndexPipeline:
+    """Indexes documents into a collection through the shared embedding engine."""
+
+    def __init__(
+        self,
+        embedding: EmbeddingService,
+        store: VectorStore,
+        tokenizer: Any,
+        settings: IngestSettings,
+    ) -> None:
+        self.embedding = embedding
+        self.store = store
+        self.tokenizer = tokenizer
+        self.settings = settings
+        profile = embedding.profile
+        self.provenance = Provenance(
+            model=profile.name,
+            dimension=profile.dimension,
+            document_prefix=profile.document_prefix,
+        )
+        prefix_tokens = len(embedding.encoder.tokenize([profile.document_prefix])[0])
+        # The chunk plus the model's special tokens and document prefix must fit the model.
+        self.max_chunk_tokens = (
+            embedding.max_tokens_per_input - embedding.encoder.n_special() - prefix_tokens
+        )
+
+    def chunking(self, max_tokens: int | None = None, overlap: int | None = None) -> ChunkingParams:
+        """Chunking parameters from a request, defaulted by settings and capped by the model."""
+        size = min(max_tokens or self.settings.chunk_max_tokens, self.max_chunk_tokens)
+        lap = self.settings.chunk_overlap_tokens if overlap is None else overlap
+        try:
+            return ChunkingParams(max_tokens=size, overlap_tokens=min(lap, size - 1))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="chunking") from None
+
+    async def ensure_collection(self, name: str) -> None:
+        """Create the collection for this model, or 409 if it holds another model's vectors."""
+        await asyncio.to_thread(self.store.create_collection, name, self.provenance)
+
+    async def check_collection(self, name: str) -> None:
+        """404 for a missing collection, 409 when its vectors come from another model."""
+        info = await asyncio.to_thread(self.store.get_collection, name)
+        have = info.provenance
+        if (have.model, have.dimension) != (self.provenance.model, self.provenance.dimension):
+            raise Conflict(
+                f"collection '{name}' holds {have.dimension}-dim vectors of model '{have.model}';"
+                f" this server embeds with '{self.provenance.model}'"
+                f" ({self.provenance.dimension} dims). Use another collection or that model.",
+                param="collection",
+            )
+
+    async def index(
+        self,
+        collection: str,
+        documents: Sequence[Document],
+        params: ChunkingParams | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[DocResult]:
+        """Index documents (creating the collection if needed); results in input order."""
+        params = params or self.chunking()
+        await self.ensure_collection(collection)
+        await self.check_collection(collection)
+        pending = await asyncio.to_thread(self._prepare, documents, params)
+        results: dict[str, DocResult] = {}
+        todo: list[_Pending] = []
+        for item in pending:
+            if not item.chunks:
+                raise InvalidRequest(f"document '{item.doc_id}' has no text", param="documents")
+            unchanged = await asyncio.to_thread(self._is_unchanged, collection, item)
+            if unchanged:
+                results[item.doc_id] = DocResult(item.doc_id, len(item.chunks), "unchanged")
+                if progress:
+                    progress(len(item.chunks))
+            else:
+                todo.append(item)
+        if todo:
+            await self._write(collection, todo, progress)
+            for item in todo:
+                results[item.doc_id] = DocResult(item.doc_id, len(item.chunks), "indexed")
+        return [results[item.doc_id] for item in pending]
+
+    def _prepare(self, documents: Sequence[Document], params: ChunkingParams) -> list[_Pending]:
+        seen: dict[str, _Pending] = {}
+        for doc in documents:
+            doc_id = doc.id or doc_id_from_content(doc.text)
+            # The chunking parameters are part of what was indexed: changing them re-indexes.
+            digest = content_hash(f"{params.max_tokens}:{params.overlap_tokens}:{doc.text}")
+            chunks = chunk_text(doc.text, self.tokenizer, params)
+            seen[doc_id] = _Pending(doc, doc_id, digest, chunks)  # last one of an id wins
+        return list(seen.values())
+
+    def _is_unchanged(self, collection: str, item: _Pending) -> bool:
+        total = self.store.count(collection, doc_filter(item.doc_id))
+        item.existed = total > 0
+        if total != len(item.chunks):
+            return False
+        same = Filter(
+            must=(*doc_filter(item.doc_id).must, Match("content_hash", (item.digest,)), COMMITTED)
+        )
+        return self.store.count(collection, same) == total
+
+    async def _write(
+        self, collection: str, todo: list[_Pending], progress: Callable[[int], None] | None
+    ) -> None:
+        existing = [item.doc_id for item in todo if item.existed]
+        if existing:  # hide old versions first: a crash from here on leaves them absent
+            await asyncio.to_thread(
+                self.store.set_payload, collection, doc_filter(*existing), {"committed": False}
+            )
+        now = dt.datetime.now(dt.UTC).isoformat()
+        batch = self.settings.embed_batch
+        flat = [(item, chunk) for item in todo for chunk in item.chunks]
+        for start in range(0, len(flat), batch):
+            part = flat[start : start + batch]
+            vectors = await self._embed([chunk.text for _, chunk in part])
+            points = [
+                Point(
+                    id=stable_chunk_id(item.doc_id, chunk.index),
+                    vector=vector,
+                    payload=_payload(item, chunk, now),
+                )
+                for (item, chunk), vector in zip(part, vectors, strict=True)
+            ]
+            await asyncio.to_thread(self.store.upsert, collection, points)
+            if progress:
+                progress(len(part))
+        for item in todo:
+            if item.existed:  # chunks past the new end belong to the old version
+                stale = Filter(
+                    must=(*doc_filter(item.doc_id).must, Range("chunk_index", gte=len(item.chunks)))
+                )
+                await asyncio.to_thread(self.store.delete, collection, stale)
+        ids = tuple(item.doc_id for item in todo)
+        await asyncio.to_thread(
+            self.store.set_payload, collection, doc_filter(*ids), {"committed": True}
+        )
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        # Bulk indexing shares the engine with live traffic: wait for room instead of failing.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Overloaded),
+            wait=wait_exponential(multiplier=0.05, max=2),
+            stop=stop_after_delay(300),
+            reraise=True,
+        ):
+            with attempt:
+                result = await self.embedding.embed(
+                    EmbedParams(inputs=texts, input_type="document", truncate=True)
+                )
+        return result.vectors
+
+    async def delete_document(self, collection: str, doc_id: str) -> int:
+        """Remove every chunk of a document; returns how many there were."""
+        await self.check_collection(collection)
+        flt = doc_filter(doc_id)
+        count = await asyncio.to_thread(self.store.count, collection, flt)
+        if count:
+            await asyncio.to_thread(self.store.delete, collection, flt)
+        return count
+
+
+def _payload(item: _Pending, chunk: Chunk, now: str) -> dict[str, Any]:
+    return {
+        "doc_id": item.doc_id,
+        "chunk_index": chunk.index,
+        "chunk_count": len(item.chunks),
+        "text": chunk.text,
+        "start_char": chunk.start_char,
+        "end_char": chunk.end_char,
+        "metadata": item.doc.metadata,
+        "source": item.doc.source,
+        "content_hash": item.digest,
+        "indexed_at": now,
+        "committed": False,
+    }

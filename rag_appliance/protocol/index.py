@@ -1,0 +1,98 @@
+"""Request/response models of /v1/index, /v1/search and /v1/collections (our extensions)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rag_appliance.ingest.pipeline import DocResult, Document
+
+COLLECTION = Field(description="Target collection (created on first index).", min_length=1)
+
+
+class DocumentIn(BaseModel):
+    """One document of an index request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(
+        None, min_length=1, max_length=512, description="Stable id; default: from content hash."
+    )
+    text: str = Field(min_length=1, description="The document's text.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Stored with each chunk.")
+    source: str | None = Field(None, description="Where the document came from (file, URL).")
+
+
+class ChunkingIn(BaseModel):
+    """Per-request chunking overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int | None = Field(None, ge=8, description="Chunk size in model tokens.")
+    overlap_tokens: int | None = Field(None, ge=0, description="Tokens shared by neighbours.")
+
+
+class IndexRequest(BaseModel):
+    """POST /v1/index: `documents`, or the simple form `texts` (+ optional `ids`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = COLLECTION
+    documents: list[DocumentIn] | None = Field(None, description="Documents to index.")
+    texts: list[str] | None = Field(None, description="Simple form: one document per text.")
+    ids: list[str] | None = Field(None, description="Simple form: ids for `texts`.")
+    metadata: dict[str, Any] | None = Field(
+        None, description="Metadata merged into every document's own."
+    )
+    chunking: ChunkingIn | None = Field(None, description="Chunking overrides.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> IndexRequest:
+        if (self.documents is None) == (self.texts is None):
+            raise ValueError("send either 'documents' or 'texts'")
+        if self.ids is not None and (self.texts is None or len(self.ids) != len(self.texts)):
+            raise ValueError("'ids' must be as long as 'texts'")
+        return self
+
+    def to_documents(self) -> list[Document]:
+        """Plain documents for the pipeline."""
+        common = self.metadata or {}
+        if self.documents is not None:
+            return [
+                Document(text=d.text, id=d.id, metadata={**common, **d.metadata}, source=d.source)
+                for d in self.documents
+            ]
+        ids: list[str | None] = list(self.ids) if self.ids else [None] * len(self.texts or [])
+        return [
+            Document(text=t, id=i, metadata=dict(common))
+            for t, i in zip(self.texts or [], ids, strict=True)
+        ]
+
+
+def index_response(collection: str, results: list[DocResult]) -> dict[str, Any]:
+    """Summary and per-document outcome."""
+    return {
+        "object": "index.result",
+        "collection": collection,
+        "indexed": sum(r.status == "indexed" for r in results),
+        "unchanged": sum(r.status == "unchanged" for r in results),
+        "chunks": sum(r.chunks for r in results),
+        "documents": [{"id": r.doc_id, "chunks": r.chunks, "status": r.status} for r in results],
+    }
+
+
+class SearchRequest(BaseModel):
+    """POST /v1/search."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: str = COLLECTION
+    query: str = Field(description="The search text (embedded query-side).")
+    top_k: int | None = Field(None, ge=1, description="Hits to return (default from settings).")
+    filter: dict[str, Any] | None = Field(
+        None,
+        description='Metadata filter: {"key": value | [values] | {"gte": n, "lt": n}};'
+        ' "doc_id" and "source" address those fields.',
+    )
+    score_threshold: float | None = Field(None, description="Drop hits scoring below this.")

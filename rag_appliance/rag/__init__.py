@@ -1,0 +1,1 @@
+"""Retrieval (and, later, retrieve-then-generate)."""

@@ -1,0 +1,59 @@
+"""BEIR-format datasets and the retrieval metrics nDCG@k, Recall@k, MRR@k."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BeirDataset:
+    """corpus (id -> title + text), queries (id -> text), qrels (query id -> doc id -> grade)."""
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def load_beir(folder: Path, split: str = "test") -> BeirDataset:
+    """Read corpus.jsonl, queries.jsonl and qrels/<split>.tsv; documents are title + ' ' + text."""
+    corpus: dict[str, str] = {}
+    for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            corpus[str(row["_id"])] = f"{row.get('title', '')} {row.get('text', '')}".strip()
+    queries: dict[str, str] = {}
+    for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            queries[str(row["_id"])] = row["text"]
+    qrels: dict[str, dict[str, int]] = {}
+    with (folder / "qrels" / f"{split}.tsv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            grade = int(row["score"])
+            if grade > 0:
+                qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = grade
+    return BeirDataset(corpus, queries, qrels)
+
+
+def metrics_at_k(
+    ranked: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]], k: int = 10
+) -> dict[str, float]:
+    """Mean nDCG@k (graded), Recall@k and MRR@k over the queries that have judgements."""
+    ndcg = recall = mrr = 0.0
+    judged = [q for q in qrels if qrels[q]]
+    for qid in judged:
+        rels = qrels[qid]
+        top = list(dict.fromkeys(ranked.get(qid, [])))[:k]
+        dcg = sum((2 ** rels.get(d, 0) - 1) / math.log2(i + 2) for i, d in enumerate(top))
+        ideal = sorted(rels.values(), reverse=True)[:k]
+        idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
+        ndcg += dcg / idcg if idcg else 0.0
+        recall += len({d for d in top if d in rels}) / len(rels)
+        mrr += next((1.0 / (i + 1) for i, d in enumerate(top) if d in rels), 0.0)
+    n = len(judged) or 1
+    return {f"ndcg@{k}": ndcg / n, f"recall@{k}": recall / n, f"mrr@{k}": mrr / n}

@@ -1,0 +1,76 @@
+"""query -> query-side embedding -> filtered search over committed chunks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from rag_appliance.embedding.service import EmbeddingService, EmbedParams
+from rag_appliance.errors import InvalidRequest
+from rag_appliance.ingest.pipeline import COMMITTED, IndexPipeline
+from rag_appliance.rag.filters import parse_filter, with_conditions
+from rag_appliance.settings import SearchSettings
+from rag_appliance.store.base import VectorStore
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One retrieved chunk."""
+
+    doc_id: str
+    chunk_index: int
+    text: str
+    score: float
+    metadata: dict[str, Any]
+    source: str | None
+
+
+class Retriever:
+    """Searches a collection with the served embedding model."""
+
+    def __init__(
+        self,
+        embedding: EmbeddingService,
+        store: VectorStore,
+        pipeline: IndexPipeline,
+        settings: SearchSettings,
+    ) -> None:
+        self.embedding = embedding
+        self.store = store
+        self.pipeline = pipeline
+        self.settings = settings
+
+    async def search(
+        self,
+        collection: str,
+        query: str,
+        top_k: int | None = None,
+        filter: dict[str, Any] | None = None,
+        score_threshold: float | None = None,
+    ) -> list[SearchHit]:
+        """The top_k chunks most similar to the query (only fully indexed documents)."""
+        if not query.strip():
+            raise InvalidRequest("'query' must not be empty", param="query")
+        k = top_k or self.settings.default_top_k
+        if not 1 <= k <= self.settings.max_top_k:
+            raise InvalidRequest(
+                f"'top_k' must be between 1 and {self.settings.max_top_k}", param="top_k"
+            )
+        flt = with_conditions(parse_filter(filter), COMMITTED)
+        await self.pipeline.check_collection(collection)
+        result = await self.embedding.embed(EmbedParams(inputs=[query], input_type="query"))
+        hits = await asyncio.to_thread(
+            self.store.search, collection, result.vectors[0], k, flt, score_threshold
+        )
+        return [
+            SearchHit(
+                doc_id=h.payload["doc_id"],
+                chunk_index=int(h.payload["chunk_index"]),
+                text=h.payload.get("text", ""),
+                score=h.score,
+                metadata=h.payload.get("metadata") or {},
+                source=h.payload.get("source"),
+            )
+            for h in hits
+        ]

@@ -1,0 +1,1 @@
+"""Vector stores: the VectorStore protocol (base) and its Qdrant adapters (edge, server)."""

@@ -1,0 +1,367 @@
+"""The scale-out store: a Qdrant server or cluster through qdrant-client.
+
+Provenance lives in Qdrant itself, as the collection's metadata (under the "rag_appliance" key),
+so every replica of the appliance sharing one Qdrant sees the same model/dimension for a
+collection. Collections without that key were not made by the appliance: they are left out of
+list_collections and refused (Conflict) by the other methods.
+
+Threads: the remote client is thread-safe; the in-process `:memory:`/path client is not, so its
+calls are serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
+from rag_appliance.store.base import (
+    CollectionInfo,
+    Filter,
+    Hit,
+    Match,
+    Point,
+    Provenance,
+    Range,
+    Record,
+)
+from rag_appliance.store.filters import (
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    check_collection_name,
+    check_condition,
+    check_limit,
+    check_payload,
+    check_provenance,
+    is_empty,
+    json_path,
+    match_parts,
+    matrix,
+    point_id,
+    provenance_conflict,
+    provenance_from_dict,
+    provenance_to_dict,
+    range_bounds,
+    scroll_offset,
+    utc_now,
+    vector,
+)
+
+_META_KEY = "rag_appliance"
+_FORMAT = 1
+_INDEXES = {
+    **dict.fromkeys(KEYWORD_INDEXES, models.PayloadSchemaType.KEYWORD),
+    **dict.fromkeys(INTEGER_INDEXES, models.PayloadSchemaType.INTEGER),
+}
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What the collection metadata records."""
+
+    provenance: Provenance
+    created_at: str
+
+
+class QdrantServerStore:
+    """VectorStore on a Qdrant server; collection `name` is `prefix + name` on the server."""
+
+    def __init__(self, client: QdrantClient, *, prefix: str = "") -> None:
+        """Use `client`; `prefix` namespaces this appliance's collections on a shared server."""
+        if prefix:
+            check_collection_name(prefix)
+        self._client = client
+        self._prefix = prefix
+        options = client.init_options
+        local = options.get("location") == ":memory:" or options.get("path") is not None
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if local else contextlib.nullcontext()
+        )
+        # Provenance never changes while a collection exists; cached to spare a round trip.
+        self._meta: dict[str, _Meta] = {}
+
+    @classmethod
+    def from_url(
+        cls, url: str, api_key: str | None = None, prefix: str = "", *, timeout: float = 30.0
+    ) -> QdrantServerStore:
+        """A store on the Qdrant server at `url` (REST), with a request timeout in seconds."""
+        client = QdrantClient(
+            url=url,
+            api_key=api_key,
+            timeout=max(1, math.ceil(timeout)),
+            # The check is a blocking request at construction; the first call reports errors.
+            check_compatibility=False,
+        )
+        return cls(client, prefix=prefix)
+
+    # -- VectorStore -------------------------------------------------------------------------
+
+    def create_collection(self, name: str, provenance: Provenance) -> CollectionInfo:
+        """Create `name` (idempotent for the same provenance; Conflict for another one)."""
+        check_collection_name(name)
+        check_provenance(provenance)
+        full = self._full(name)
+        meta = _Meta(provenance, utc_now())
+        with self._serial:
+            if not self._client.collection_exists(full):
+                try:
+                    self._client.create_collection(
+                        full,
+                        vectors_config=models.VectorParams(
+                            size=provenance.dimension, distance=models.Distance.COSINE
+                        ),
+                        metadata={_META_KEY: _meta_to_dict(meta)},
+                    )
+                except Exception:
+                    # Another replica may have created it meanwhile: then compare below.
+                    if not self._client.collection_exists(full):
+                        raise
+        stored = self._load_meta(name, refresh=True)
+        if stored.provenance != provenance:
+            raise provenance_conflict(name, stored.provenance, provenance)
+        self._ensure_indexes(name)
+        return self.get_collection(name)
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        """The collection's provenance and size."""
+        meta = self._load_meta(name)
+        return CollectionInfo(name, meta.provenance, self.count(name), meta.created_at)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """Every appliance collection under this store's prefix, by name."""
+        with self._serial:
+            described = self._client.get_collections().collections
+        infos = []
+        for full in sorted(d.name for d in described):
+            if not full.startswith(self._prefix):
+                continue
+            name = full[len(self._prefix) :]
+            with contextlib.suppress(InvalidRequest, CollectionNotFound, Conflict):
+                infos.append(self.get_collection(name))
+        return infos
+
+    def delete_collection(self, name: str) -> None:
+        """Delete the collection."""
+        self._load_meta(name, refresh=True)
+        with self._call(name):
+            self._client.delete_collection(self._full(name))
+        self._meta.pop(name, None)
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None:
+        """Insert or replace points by id (Conflict if a vector has the wrong dimension)."""
+        meta = self._load_meta(name)
+        if not points:
+            return
+        vectors = matrix(points, meta.provenance.dimension, name).tolist()
+        batch = models.Batch(
+            ids=[point_id(p.id) for p in points],
+            vectors=vectors,
+            payloads=[check_payload(p.payload) for p in points],
+        )
+        with self._call(name):
+            self._client.upsert(self._full(name), points=batch, wait=True)
+
+    def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
+        """Merge `payload`'s keys into the payload of every point matching `flt`."""
+        check_payload(payload)
+        selector = models.FilterSelector(filter=_filter(flt) or models.Filter())
+        self._load_meta(name)
+        with self._call(name):
+            self._client.set_payload(self._full(name), payload, points=selector, wait=True)
+
+    def delete(self, name: str, flt: Filter) -> None:
+        """Delete every point matching `flt`."""
+        selector = models.FilterSelector(filter=_filter(flt) or models.Filter())
+        self._load_meta(name)
+        with self._call(name):
+            self._client.delete(self._full(name), points_selector=selector, wait=True)
+
+    def count(self, name: str, flt: Filter | None = None) -> int:
+        """The exact number of points matching `flt` (all points without one)."""
+        query_filter = _filter(flt)
+        self._load_meta(name)
+        with self._call(name):
+            result = self._client.count(self._full(name), count_filter=query_filter, exact=True)
+        return result.count
+
+    def search(
+        self,
+        name: str,
+        vector: np.ndarray,
+        top_k: int,
+        flt: Filter | None = None,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """The `top_k` points most cosine-similar to `vector`, best first."""
+        check_limit(top_k, "top_k")
+        meta = self._load_meta(name)
+        query = _vector(vector, meta.provenance.dimension, name)
+        query_filter = _filter(flt)
+        with self._call(name):
+            response = self._client.query_points(
+                self._full(name),
+                query=query,
+                limit=top_k,
+                query_filter=query_filter,
+                score_threshold=score_threshold,
+                with_payload=True,
+                with_vectors=False,
+            )
+        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+
+    def scroll(
+        self, name: str, flt: Filter | None, limit: int, offset: str | None = None
+    ) -> tuple[list[Record], str | None]:
+        """Up to `limit` points matching `flt` in id order from `offset`, and the next offset."""
+        check_limit(limit, "limit")
+        start = scroll_offset(offset)
+        query_filter = _filter(flt)
+        self._load_meta(name)
+        with self._call(name):
+            records, next_id = self._client.scroll(
+                self._full(name),
+                scroll_filter=query_filter,
+                limit=limit,
+                offset=start,
+                with_payload=True,
+                with_vectors=False,
+            )
+        page = [Record(str(r.id), r.payload or {}) for r in records]
+        return page, None if next_id is None else str(next_id)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        with self._serial:
+            self._client.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _full(self, name: str) -> str:
+        return f"{self._prefix}{name}"
+
+    @contextlib.contextmanager
+    def _call(self, name: str) -> Iterator[None]:
+        """Serialise local-mode calls and turn 'no such collection' into CollectionNotFound."""
+        try:
+            with self._serial:
+                yield
+        except UnexpectedResponse as exc:
+            self._meta.pop(name, None)  # it may have been deleted or recreated elsewhere
+            if exc.status_code == 404:
+                raise _not_found(name) from None
+            raise
+        except ValueError as exc:
+            self._meta.pop(name, None)
+            # The local client's way of saying 404.
+            if str(exc).startswith(f"Collection {self._full(name)} not found"):
+                raise _not_found(name) from None
+            raise
+
+    def _load_meta(self, name: str, *, refresh: bool = False) -> _Meta:
+        """The collection's recorded provenance (cached), or CollectionNotFound."""
+        check_collection_name(name)
+        cached = None if refresh else self._meta.get(name)
+        if cached is not None:
+            return cached
+        with self._call(name):
+            info = self._client.get_collection(self._full(name))
+        meta = _meta_from_dict(info.config.metadata)
+        if meta is None:
+            raise Conflict(
+                f"collection {name!r} exists on the Qdrant server but was not created by "
+                "rag-appliance (it has no provenance metadata)",
+                param="collection",
+            )
+        self._meta[name] = meta
+        return meta
+
+    def _ensure_indexes(self, name: str) -> None:
+        """Create the payload indexes the pipeline filters by (idempotent)."""
+        full = self._full(name)
+        with self._call(name):
+            present = self._client.get_collection(full).payload_schema
+        for key, schema in _INDEXES.items():
+            if key in present:
+                continue
+            with self._call(name), warnings.catch_warnings():
+                # The in-process client ignores payload indexes and says so on every call.
+                warnings.filterwarnings("ignore", "Payload indexes have no effect")
+                self._client.create_payload_index(full, key, field_schema=schema, wait=True)
+
+
+def _not_found(name: str) -> CollectionNotFound:
+    return CollectionNotFound(f"collection {name!r} does not exist", param="collection")
+
+
+def _meta_to_dict(meta: _Meta) -> dict[str, Any]:
+    return {
+        "format": _FORMAT,
+        **provenance_to_dict(meta.provenance),
+        "created_at": meta.created_at,
+    }
+
+
+def _meta_from_dict(metadata: Mapping[str, Any] | None) -> _Meta | None:
+    """The appliance's entry in a collection's metadata, or None if there is none."""
+    raw = (metadata or {}).get(_META_KEY)
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        return _Meta(provenance_from_dict(raw), str(raw["created_at"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _vector(raw: np.ndarray, dimension: int, collection: str) -> list[float]:
+    values: list[float] = vector(raw, dimension, collection).tolist()
+    return values
+
+
+def _filter(flt: Filter | None) -> models.Filter | None:
+    """Our Filter as a qdrant-client Filter (None when it has no conditions)."""
+    if flt is None or is_empty(flt):
+        return None
+    must: list[models.Condition] = [_condition(c) for c in flt.must]
+    must_not: list[models.Condition] = [_condition(c) for c in flt.must_not]
+    return models.Filter(must=must or None, must_not=must_not or None)
+
+
+def _condition(raw: object) -> models.Condition:
+    cond = check_condition(raw)
+    key = json_path(cond.key)
+    if isinstance(cond, Range):
+        gte, lt = range_bounds(cond)
+        return models.FieldCondition(key=key, range=models.Range(gte=gte, lt=lt))
+    assert isinstance(cond, Match)
+    parts = match_parts(cond.values)
+    options: list[models.Condition] = []
+    if parts.strings:
+        options.append(models.FieldCondition(key=key, match=_match_any(list(parts.strings))))
+    if parts.integers:
+        options.append(models.FieldCondition(key=key, match=_match_any(list(parts.integers))))
+    options += [
+        models.FieldCondition(key=key, match=models.MatchValue(value=flag))
+        for flag in parts.booleans
+    ]
+    options += [
+        models.FieldCondition(key=key, range=models.Range(gte=number, lte=number))
+        for number in parts.numbers
+    ]
+    if parts.empty:
+        options.append(models.FieldCondition(key=key, match=models.MatchAny(any=[])))
+    return options[0] if len(options) == 1 else models.Filter(should=options)
+
+
+def _match_any(values: list[str] | list[int]) -> models.MatchValue | models.MatchAny:
+    if len(values) == 1:
+        return models.MatchValue(value=values[0])
+    return models.MatchAny(any=values)
