@@ -33,19 +33,18 @@ from rag_appliance.settings import load_settings
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_documents(target_chunks: int, paragraphs_per_doc: int = 7) -> list[Document]:
-    """Documents of several medium paragraphs each, enough for the target chunk count."""
-    corpus = load_corpus()
-    paragraphs = corpus["medium"]
-    # ~140-token paragraphs, 200-token chunks with 32 overlap: ~1.2 chunks per paragraph.
-    n_docs = max(1, int(target_chunks / (paragraphs_per_doc * 1.2)) + 1)
-    docs = []
-    for i in range(n_docs):
-        parts = [
-            paragraphs[(i * paragraphs_per_doc + j) % len(paragraphs)]
-            for j in range(paragraphs_per_doc)
-        ]
-        docs.append(Document("\n\n".join(parts) + f"\n\nDocument {i}.", id=f"doc-{i}"))
+def make_documents(target_chunks: int, tokenizer: Any, params: Any) -> list[Document]:
+    """Documents of seven medium paragraphs each, until they chunk to the target count."""
+    paragraphs = load_corpus()["medium"]
+    docs: list[Document] = []
+    chunks = 0
+    i = 0
+    while chunks < target_chunks:
+        parts = [paragraphs[(i * 7 + j) % len(paragraphs)] for j in range(7)]
+        doc = Document("\n\n".join(parts) + f"\n\nDocument {i}.", id=f"doc-{i}")
+        chunks += len(chunk_text(doc.text, tokenizer, params))
+        docs.append(doc)
+        i += 1
     return docs
 
 
@@ -55,7 +54,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = load_settings(args.config).model_copy(update={"data_dir": Path(tmp)})
         async with running(settings) as services:
             pipeline = services.require_pipeline()
-            docs = make_documents(args.chunks)
+            docs = make_documents(args.chunks, pipeline.tokenizer, pipeline.chunking())
             started = time.perf_counter()
             total_chunks = 0
             for start in range(0, len(docs), args.docs_per_call):

@@ -13,7 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rag_appliance.api import collections, embeddings, health, index, metrics, models, search
+from rag_appliance.api import (
+    chat,
+    collections,
+    embeddings,
+    health,
+    index,
+    metrics,
+    models,
+    search,
+)
 from rag_appliance.api.deps import json_response, require_api_key
 from rag_appliance.errors import AppError, error_body, status_type
 from rag_appliance.middleware import BodyLimitMiddleware
@@ -51,7 +60,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         overrides={"/v1/index/upload": settings.ingest.max_upload_bytes},
     )
     protected = [Depends(require_api_key)]
-    for module in (embeddings, models, index, search, collections):
+    for module in (embeddings, chat, models, index, search, collections):
         app.include_router(module.router, dependencies=protected)
     app.include_router(health.router)
     app.include_router(metrics.router)

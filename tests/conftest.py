@@ -14,6 +14,7 @@ import uvicorn
 
 from rag_appliance.app import create_app
 from rag_appliance.embedding.service import EmbeddingService, TokenEncoder
+from rag_appliance.generation.base import Generator
 from rag_appliance.services import Services
 from rag_appliance.settings import Settings, load_settings
 from rag_appliance.store.base import VectorStore
@@ -29,11 +30,16 @@ def make_settings(**sections: dict[str, Any]) -> Settings:
 
 
 def make_services(
-    settings: Settings, encoder: TokenEncoder, store: VectorStore | None = None
+    settings: Settings,
+    encoder: TokenEncoder,
+    store: VectorStore | None = None,
+    generator: Generator | None = None,
+    tokenizer: Any = None,
 ) -> Services:
-    """Services around a given encoder (real or fake) and optional store."""
-    tokenizer = getattr(encoder, "tokenizer", None)
-    return Services(settings, EmbeddingService(encoder, settings.embedding), store, tokenizer)
+    """Services around a given encoder (real or fake), optional store and generator."""
+    tokenizer = tokenizer or getattr(encoder, "tokenizer", None)
+    embedding = EmbeddingService(encoder, settings.embedding)
+    return Services(settings, embedding, store, tokenizer, generator)
 
 
 def free_port() -> int:
@@ -44,11 +50,15 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(
-    settings: Settings, encoder: TokenEncoder, store: VectorStore | None = None
+    settings: Settings,
+    encoder: TokenEncoder,
+    store: VectorStore | None = None,
+    generator: Generator | None = None,
+    services: Services | None = None,
 ) -> Iterator[str]:
     """A real uvicorn server in a thread; yields its base URL."""
     port = free_port()
-    app = create_app(settings, make_services(settings, encoder, store))
+    app = create_app(settings, services or make_services(settings, encoder, store, generator))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

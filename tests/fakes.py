@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +60,66 @@ def fake_vector(ids: Sequence[int], dim: int) -> np.ndarray:
     rng = np.random.default_rng(sum((i + 1) * t for i, t in enumerate(ids)))
     v = rng.standard_normal(dim).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+class FakeGenerator:
+    """A word-level 'chat model' for unit tests: echoes a fixed reply word by word."""
+
+    def __init__(
+        self,
+        reply: str = "The answer is forty two [1].",
+        max_model_len: int = 256,
+        fail_after: int | None = None,
+        overloaded: bool = False,
+    ) -> None:
+        from rag_appliance.generation.base import GeneratorInfo
+
+        self.info = GeneratorInfo("fake-chat", "fake", "cpu", "float32", max_model_len)
+        self.reply = reply
+        self.fail_after = fail_after
+        self.overloaded = overloaded
+        self.prompts: list[list[int]] = []
+        self.vocab: dict[str, int] = {}
+        self.started = False
+
+    def _ids(self, text: str) -> list[int]:
+        return [self.vocab.setdefault(w, len(self.vocab) + 10) for w in text.split()]
+
+    def chat_prompt(self, messages: Any) -> list[int]:
+        ids: list[int] = []
+        for m in messages:
+            ids += [1, *self._ids(f"{m.role}: {m.content}"), 2]
+        return [*ids, 3]
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def decode(self, ids: list[int]) -> str:
+        words = {v: k for k, v in self.vocab.items()}
+        return " ".join(words.get(i, "") for i in ids)
+
+    async def stream(self, prompt: list[int], params: Any, request_id: str) -> Any:
+        from rag_appliance.errors import EngineError, Overloaded
+        from rag_appliance.generation.base import Delta
+
+        if self.overloaded:
+            raise Overloaded("busy", headers={"Retry-After": "1"})
+        self.prompts.append(prompt)
+        words = self.reply.split()
+        n = min(len(words), params.max_tokens)
+        for i in range(n):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise EngineError("the generator failed")
+            text = words[i] if i == 0 else " " + words[i]
+            if any(s in text for s in params.stop):
+                yield Delta("", "stop", i)
+                return
+            last = i == n - 1
+            reason = ("length" if n < len(words) else "stop") if last else None
+            yield Delta(text, reason, i + 1)
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
+from rag_appliance.services import Services
 
 router = APIRouter()
 
@@ -35,5 +37,17 @@ async def ready(services: ServicesDep) -> Response:
             "source": getattr(info, "source", None),
             "engine": asdict(emb.batcher.stats),
         },
+        "generator": _generator(services),
+        "store": {
+            "backend": services.settings.store.backend if services.store else None,
+        },
     }
     return json_response(body, status_code=200 if services.running else 503)
+
+
+def _generator(services: Services) -> dict[str, Any] | None:
+    if services.generator is None:
+        return None
+    if services.chat is None:
+        return {"running": False}
+    return {"running": True, **asdict(services.generator.info)}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_appliance.embedding.service import EmbeddingService, EmbedParams
-from rag_appliance.errors import InvalidRequest
+from rag_appliance.errors import AppError, InvalidRequest
 from rag_appliance.ingest.pipeline import COMMITTED, IndexPipeline
 from rag_appliance.rag.filters import parse_filter, with_conditions
 from rag_appliance.settings import SearchSettings
@@ -48,8 +48,24 @@ class Retriever:
         top_k: int | None = None,
         filter: dict[str, Any] | None = None,
         score_threshold: float | None = None,
+        param_prefix: str = "",
     ) -> list[SearchHit]:
         """The top_k chunks most similar to the query (only fully indexed documents)."""
+        try:
+            return await self._search(collection, query, top_k, filter, score_threshold)
+        except AppError as exc:
+            if param_prefix and exc.param:  # e.g. "rag.top_k" when called for chat
+                exc.param = param_prefix + exc.param
+            raise
+
+    async def _search(
+        self,
+        collection: str,
+        query: str,
+        top_k: int | None,
+        filter: dict[str, Any] | None,
+        score_threshold: float | None,
+    ) -> list[SearchHit]:
         if not query.strip():
             raise InvalidRequest("'query' must not be empty", param="query")
         k = top_k or self.settings.default_top_k

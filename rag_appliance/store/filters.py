@@ -26,6 +26,8 @@ DISTANCES = frozenset({"cosine"})
 # Payload indexes every collection gets: the ingestion pipeline filters by these constantly.
 KEYWORD_INDEXES = ("doc_id", "content_hash")
 INTEGER_INDEXES = ("chunk_index",)
+# Every search and listing filters on the pipeline's commit flag.
+BOOL_INDEXES = ("committed",)
 
 
 def check_collection_name(name: str) -> str:

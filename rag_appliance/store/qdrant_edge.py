@@ -76,6 +76,7 @@ from rag_appliance.store.base import (
     Record,
 )
 from rag_appliance.store.filters import (
+    BOOL_INDEXES,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     check_collection_name,
@@ -386,6 +387,7 @@ class QdrantEdgeStore:
         try:
             schemas = [(k, qe.PayloadSchemaType.Keyword) for k in KEYWORD_INDEXES]
             schemas += [(k, qe.PayloadSchemaType.Integer) for k in INTEGER_INDEXES]
+            schemas += [(k, qe.PayloadSchemaType.Bool) for k in BOOL_INDEXES]
             for key, schema in schemas:
                 shard.update(qe.UpdateOperation.create_field_index(key, schema))
             shard.flush()

@@ -35,6 +35,7 @@ from rag_appliance.store.base import (
     Record,
 )
 from rag_appliance.store.filters import (
+    BOOL_INDEXES,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     check_collection_name,
@@ -61,6 +62,7 @@ _FORMAT = 1
 _INDEXES = {
     **dict.fromkeys(KEYWORD_INDEXES, models.PayloadSchemaType.KEYWORD),
     **dict.fromkeys(INTEGER_INDEXES, models.PayloadSchemaType.INTEGER),
+    **dict.fromkeys(BOOL_INDEXES, models.PayloadSchemaType.BOOL),
 }
 
 

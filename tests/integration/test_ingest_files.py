@@ -14,6 +14,7 @@ from rag_appliance.store.base import Provenance
 from rag_appliance.store.qdrant_edge import QdrantEdgeStore
 from tests import docs_factory
 from tests.conftest import live_server, make_settings
+from tests.integration.test_index_search import make_store
 
 FACTS = {
     "txt": "The lighthouse keeper on Varn Island feeds exactly eleven goats every morning.",
@@ -44,11 +45,12 @@ def top_source(api: httpx.Client, query: str) -> str:
     return r.json()["data"][0]["source"]
 
 
-def test_upload_every_format_then_search(encoder: Encoder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["edge", "server"])
+def test_upload_every_format_then_search(encoder: Encoder, tmp_path: Path, kind: str) -> None:
     paths = docs_factory.make_all(tmp_path / "in", FACTS)
     settings = make_settings()
     with (
-        live_server(settings, encoder, QdrantEdgeStore(tmp_path / "db")) as url,
+        live_server(settings, encoder, make_store(kind, tmp_path)) as url,
         httpx.Client(base_url=url, timeout=120) as api,
     ):
         files = [(p.name, p.read_bytes(), "application/octet-stream") for p in paths.values()]

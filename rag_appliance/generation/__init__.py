@@ -1,0 +1,1 @@
+"""Text generation: the Generator protocol and its vLLM backend."""

@@ -1,0 +1,146 @@
+"""/v1/chat/completions with a fake generator: shapes, streaming, limits and errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rag_appliance.app import create_app
+from tests.conftest import make_services, make_settings
+from tests.fakes import FakeEncoder, FakeGenerator
+
+
+def client_for(generator: FakeGenerator | None = None, **sections: dict[str, Any]) -> TestClient:
+    settings = make_settings(**sections)
+    services = make_services(settings, FakeEncoder(), generator=generator or FakeGenerator())
+    return TestClient(create_app(settings, services))
+
+
+def events(response: Any) -> list[Any]:
+    out = []
+    for line in response.text.splitlines():
+        if line.startswith("data: "):
+            payload = line.removeprefix("data: ")
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+
+
+def test_non_streamed_completion() -> None:
+    with client_for() as c:
+        r = c.post("/v1/chat/completions", json={"model": "fake-chat", "messages": MESSAGES})
+        body = r.json()
+    assert r.status_code == 200, r.text
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    choice = body["choices"][0]
+    assert choice["message"] == {"role": "assistant", "content": "The answer is forty two [1]."}
+    assert choice["finish_reason"] == "stop"
+    assert body["usage"]["completion_tokens"] == 6
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 6
+    assert "sources" not in body
+
+
+def test_streamed_completion_with_usage() -> None:
+    with client_for() as c:
+        r = c.post(
+            "/v1/chat/completions",
+            json={
+                "messages": MESSAGES,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "max_tokens": 3,
+            },
+        )
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    chunks = events(r)
+    assert chunks[-1] == "[DONE]"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-2])
+    assert text == "The answer is"
+    assert chunks[-3]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-2]["choices"] == [] and chunks[-2]["usage"]["completion_tokens"] == 3
+
+
+def test_text_parts_and_developer_role() -> None:
+    gen = FakeGenerator()
+    with client_for(gen) as c:
+        msgs = [
+            {"role": "developer", "content": "Rules."},
+            {"role": "user", "content": [{"type": "text", "text": "Part one."}]},
+        ]
+        assert c.post("/v1/chat/completions", json={"messages": msgs}).status_code == 200
+    words = {v: k for k, v in gen.vocab.items()}
+    rendered = " ".join(words.get(i, "") for i in gen.prompts[0])
+    assert "system: Rules." in rendered and "user: Part one." in rendered
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"messages": []}, 400, "messages"),
+        ({"messages": MESSAGES, "n": 2}, 400, None),
+        ({"messages": MESSAGES, "model": "gpt-4o"}, 404, "model"),
+        ({"messages": MESSAGES, "model": "fake-model"}, 404, "model"),  # the embedding model
+        ({"messages": MESSAGES, "temperature": 3}, 400, "temperature"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, 400, "messages"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            400,
+            "messages",
+        ),
+        ({"messages": MESSAGES, "max_tokens": 10_000}, 400, "messages"),
+        ({"messages": MESSAGES, "stop": ["a", "b", "c", "d", "e"]}, 400, None),
+        ({"messages": MESSAGES, "rag": {"collection": "kb"}}, 503, None),  # no store configured
+        ({"messages": MESSAGES, "model": "rag"}, 400, "model"),  # no default collection
+    ],
+)
+def test_bad_chat_requests(body: dict[str, Any], status: int, param: str | None) -> None:
+    with client_for() as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if param:
+        assert error["param"] == param
+
+
+def test_context_length_exceeded_code() -> None:
+    long = [{"role": "user", "content": "word " * 300}]
+    with client_for(FakeGenerator(max_model_len=128)) as c:
+        r = c.post("/v1/chat/completions", json={"messages": long})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_overload_is_429_before_streaming() -> None:
+    with client_for(FakeGenerator(overloaded=True)) as c:
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES, "stream": True})
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
+
+
+def test_failure_mid_stream_sends_one_error_event() -> None:
+    with client_for(FakeGenerator(fail_after=2)) as c:
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES, "stream": True})
+    chunks = events(r)
+    assert "error" in chunks[-1] and "[DONE]" not in chunks
+    assert chunks[-1]["error"]["type"] == "server_error"
+
+
+def test_generator_disabled_is_503() -> None:
+    settings = make_settings()
+    with TestClient(create_app(settings, make_services(settings, FakeEncoder()))) as c:
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES})
+        assert r.status_code == 503 and "generation.enabled" in r.json()["error"]["message"]
+        assert c.post("/v1/embeddings", json={"input": "still works"}).status_code == 200
+
+
+def test_models_lists_chat_model_and_alias() -> None:
+    with client_for() as c:
+        ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
+        ready = c.get("/ready").json()
+    assert ids[0] == "fake-model" and "fake-chat" in ids and "rag" in ids
+    assert ready["generator"]["running"] is True and ready["generator"]["max_model_len"] == 256
