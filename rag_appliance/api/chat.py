@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -> Response:
     """Answer a conversation; with `rag` (or model 'rag'), over retrieved passages."""
+    started = time.perf_counter()
     chat = services.require_chat()
     model = chat.check_model(body.model)
     rag = chat.rag_options(body.model, body.rag.model_dump(exclude_none=True) if body.rag else None)
@@ -43,16 +45,20 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -
         rag=rag,
     )
     prepared = await chat.prepare(params)
+    # Request -> generation start (retrieval, packing, templating): benchmarks read it.
+    timing = {"x-prepare-ms": f"{1000 * (time.perf_counter() - started):.2f}"}
     cid = completion_id()
     deltas = chat.stream(prepared, cid)
     # Pull the first piece before answering: overload (429) and engine errors become a normal
     # HTTP error instead of a broken stream.
     first = await anext(deltas)
     if not body.stream:
-        return await _complete(chat, prepared, cid, model, first, deltas)
+        response = await _complete(chat, prepared, cid, model, first, deltas)
+        response.headers.update(timing)
+        return response
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = _events(chat, prepared, cid, model, first, deltas, include_usage)
-    return EventSourceResponse(events, ping=15, sep="\n")
+    return EventSourceResponse(events, ping=15, sep="\n", headers=timing)
 
 
 async def _complete(
