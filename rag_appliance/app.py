@@ -57,7 +57,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.server.max_body_bytes,
-        overrides={"/v1/index/upload": settings.ingest.max_upload_bytes},
+        overrides={
+            "/v1/index/upload": settings.ingest.max_upload_bytes,
+            "/ui/gradio_api/upload": settings.ingest.max_upload_bytes,  # the web UI's uploads
+        },
     )
     protected = [Depends(require_api_key)]
     for module in (embeddings, chat, models, index, search, collections):
@@ -65,7 +68,22 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)
+    if settings.server.ui:
+        _mount_ui(app, settings)
     return app
+
+
+def _mount_ui(app: FastAPI, settings: Settings) -> None:
+    """The web UI at /ui, when its package and gradio are installed."""
+    try:
+        from ui import mount_ui
+    except ModuleNotFoundError as exc:  # `ui` sits beside rag_appliance, maybe not installed
+        if exc.name != "ui":
+            raise
+        log.info("web UI disabled: the 'ui' package is not installed")
+        return
+    # Services may only exist once the lifespan built them: the UI looks them up per event.
+    mount_ui(app, settings, lambda: app.state.services)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -85,9 +85,10 @@ def _settings(args: argparse.Namespace) -> Any:
         pairs = (("host", args.host), ("port", args.port))
         server = settings.server.model_copy(update={k: v for k, v in pairs if v is not None})
         settings = settings.model_copy(update={"server": server})
-    else:  # one-shot commands: keep the terminal for results and progress bars
+    else:  # one-shot commands: keep the terminal for results and progress bars, and no chat
         server = settings.server.model_copy(update={"log_level": "warning"})
-        settings = settings.model_copy(update={"server": server})
+        generation = settings.generation.model_copy(update={"enabled": False})
+        settings = settings.model_copy(update={"server": server, "generation": generation})
     return settings
 
 

@@ -34,6 +34,7 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond it)."
     )
+    ui: bool = Field(True, description="Serve the web UI at /ui (needs the 'ui' extra, gradio).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the appliance and uvicorn."
     )
@@ -156,7 +157,7 @@ class SearchSettings(_Section):
 class GenerationSettings(_Section):
     """The co-hosted vLLM generator and chat defaults."""
 
-    enabled: bool = Field(False, description="Serve /v1/chat/completions with a vLLM generator.")
+    enabled: bool = Field(True, description="Serve /v1/chat/completions with a vLLM generator.")
     model: str = Field(
         "SmolLM2-135M-Instruct",
         description="Hub id or local folder; 'SmolLM2-135M-Instruct' is prepared from the "

@@ -21,9 +21,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "RAG_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+        # The bundled chat model is prepared once per machine, not once per test run.
+        "RAG_GENERATION__MODEL_CACHE_DIR": str(ROOT / "test-output" / "models"),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "rag_appliance", "serve", "--port", str(port)],
         cwd=ROOT,
@@ -34,7 +39,7 @@ def server() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while True:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
             try:
@@ -71,6 +76,23 @@ def test_openai_client_against_the_cli_server(server: str) -> None:
     assert float(np.dot(response.data[0].embedding, ref[0])) >= 0.999
     ready = httpx.get(f"{server}/ready").json()["embedding"]
     assert ready["model"] == "all-MiniLM-L6-v2" and ready["dimension"] == 384
+
+
+def test_default_profile_serves_rag_chat(server: str) -> None:
+    ready = httpx.get(f"{server}/ready").json()
+    assert ready["generator"]["running"] is True
+    docs = [{"id": "fact", "text": "The harbour ferry leaves Pellin at 6:40 every morning."}]
+    r = httpx.post(f"{server}/v1/index", json={"collection": "kb", "documents": docs}, timeout=60)
+    assert r.status_code == 200
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused", timeout=300)
+    answer = client.chat.completions.create(
+        model=ready["generator"]["model"],
+        messages=[{"role": "user", "content": "When does the ferry leave Pellin?"}],
+        max_tokens=30,
+        extra_body={"rag": {"collection": "kb"}},
+    )
+    assert answer.choices[0].message.content
+    assert (answer.model_extra or {})["sources"][0]["doc_id"] == "fact"
 
 
 def test_invalid_settings_fail_with_one_line() -> None:
