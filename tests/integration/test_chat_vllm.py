@@ -268,3 +268,15 @@ def test_chat_disabled_is_503_while_embeddings_work(encoder: Encoder) -> None:
             )
         assert info.value.status_code == 503
         assert client(url).embeddings.create(model="all-MiniLM-L6-v2", input="ok").data
+
+
+def test_langchain_chat_openai(server: tuple[str, Services]) -> None:
+    from langchain_openai import ChatOpenAI
+
+    url, _ = server
+    options: dict[str, Any] = {"base_url": f"{url}/v1", "api_key": "unused"}
+    llm = ChatOpenAI(model="rag", temperature=0, max_tokens=24, **options)
+    reply = llm.invoke("What is the access code for the Osk observatory?")
+    assert isinstance(reply.content, str) and reply.content
+    chunks = list(llm.stream("Name one colour."))
+    assert "".join(str(c.content) for c in chunks)
