@@ -71,30 +71,25 @@ def model_name(url: str) -> str:
 
 def test_non_streamed_chat_with_usage(server: tuple[str, Services]) -> None:
     url, _ = server
-    r = client(url).chat.completions.create(
-        model=model_name(url),
-        messages=[
-            {"role": "system", "content": "You are concise."},
-            {"role": "user", "content": "Name a primary colour."},
-        ],
-        max_tokens=12,
-        temperature=0,
-    )
+
+    def ask() -> Any:
+        return client(url).chat.completions.create(
+            model=model_name(url),
+            messages=[
+                {"role": "system", "content": "You are concise."},
+                {"role": "user", "content": "Name a primary colour."},
+            ],
+            max_tokens=12,
+            temperature=0,
+        )
+
+    r = ask()
     assert r.choices[0].message.role == "assistant" and r.choices[0].message.content
     assert r.choices[0].finish_reason in ("stop", "length")
     assert r.usage is not None and r.usage.prompt_tokens > 10
     assert 0 < r.usage.completion_tokens <= 12
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    again = client(url).chat.completions.create(
-        model=model_name(url),
-        messages=[
-            {"role": "system", "content": "You are concise."},
-            {"role": "user", "content": "Name a primary colour."},
-        ],
-        max_tokens=12,
-        temperature=0,
-    )
-    assert again.choices[0].message.content == r.choices[0].message.content  # greedy
+    assert ask().choices[0].message.content == r.choices[0].message.content  # greedy
 
 
 def test_streamed_chat_and_length_finish(server: tuple[str, Services]) -> None:
