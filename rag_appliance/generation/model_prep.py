@@ -111,9 +111,14 @@ def prepare_bundled(source: Path, target: Path, convert: Converter) -> Path:
             return target
         started = time.monotonic()
         log.info("preparing %s from %s into %s", target.name, source, target)
+        # Under the lock nobody else is building: leftovers are from a run that died.
+        for kind in ("tmp", "old"):
+            for stale in target.parent.glob(f".{target.name}.{kind}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             convert(source, tmp)
+            _make_readable(tmp)
             marker = {**expected, "source": str(source), "prepared_at": time.time()}
             # The marker goes in last: a folder that has one is complete.
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
@@ -148,11 +153,22 @@ def _replace_dir(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _make_readable(folder: Path) -> None:
+    # mkdtemp (and some writers) create owner-only modes; a model folder is plain data.
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 @contextlib.contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
     # flock locks an open file description, so threads of one process exclude each other too.
     with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process preparing the model (lock %s)", path)
+            fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
         finally:

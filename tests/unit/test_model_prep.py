@@ -211,3 +211,21 @@ def test_missing_local_path_is_one_line_error(tmp_path: Path) -> None:
 def test_hub_id_is_returned_as_a_string(tmp_path: Path) -> None:
     settings = GenerationSettings(model="Qwen/Qwen2.5-0.5B-Instruct")
     assert resolve_model(settings, tmp_path) == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_leftovers_of_a_killed_run_are_cleaned(
+    tmp_path: Path, gguf: Path, convert: FakeConverter
+) -> None:
+    target = tmp_path / "m"
+    (tmp_path / ".m.tmp-dead").mkdir()
+    (tmp_path / ".m.tmp-dead" / "model.safetensors").write_bytes(b"partial")
+    prepare_bundled(gguf, target, convert)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.lock", "calls.log", "m", "pkg"]
+
+
+def test_prepared_folder_is_world_readable(
+    tmp_path: Path, gguf: Path, convert: FakeConverter
+) -> None:
+    target = prepare_bundled(gguf, tmp_path / "m", convert)
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert (target / "config.json").stat().st_mode & 0o777 == 0o644
