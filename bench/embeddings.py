@@ -566,6 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Embeddings only: an idle chat engine and the UI would only take memory and start time.
+    os.environ.setdefault("RAG_GENERATION__ENABLED", "false")
+    os.environ.setdefault("RAG_SERVER__UI", "false")
     now = dt.datetime.now().astimezone()
     command = shlex.join(sys.orig_argv)
     machine = machine_info()
