@@ -51,7 +51,8 @@ async def chat_completions(body: ChatCompletionRequest, services: ServicesDep) -
     deltas = chat.stream(prepared, cid)
     # Pull the first piece before answering: overload (429) and engine errors become a normal
     # HTTP error instead of a broken stream.
-    first = await anext(deltas)
+    # A stream that ends at once (nothing to say) is an empty answer, not an error.
+    first = await anext(deltas, None) or Delta("", "stop", 0)
     if not body.stream:
         response = await _complete(chat, prepared, cid, model, first, deltas)
         response.headers.update(timing)

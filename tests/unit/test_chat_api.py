@@ -144,3 +144,13 @@ def test_models_lists_chat_model_and_alias() -> None:
         ready = c.get("/ready").json()
     assert ids[0] == "fake-model" and "fake-chat" in ids and "rag" in ids
     assert ready["generator"]["running"] is True and ready["generator"]["max_model_len"] == 256
+
+
+def test_empty_generation_is_an_empty_answer() -> None:
+    with client_for(FakeGenerator(reply="")) as c:
+        r = c.post("/v1/chat/completions", json={"messages": MESSAGES})
+        streamed = c.post("/v1/chat/completions", json={"messages": MESSAGES, "stream": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == ""
+    assert r.json()["choices"][0]["finish_reason"] == "stop"
+    assert events(streamed)[-1] == "[DONE]"
