@@ -138,6 +138,25 @@ async def closed_loop(
     return run, np.concatenate([r.vectors for r in done])
 
 
+async def run_buckets(
+    send: Sender,
+    warm: dict[str, list[str]],
+    work: dict[str, list[list[str]]],
+    clients: int,
+    label: str,
+) -> tuple[dict[str, Run], dict[str, np.ndarray]]:
+    """Warm up on every bucket, then run each bucket's closed loop and check its vectors."""
+    for texts in warm.values():
+        await send(texts)
+    runs: dict[str, Run] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for bucket, batches in work.items():
+        runs[bucket], vectors[bucket] = await closed_loop(send, batches, clients)
+        check_unit(vectors[bucket], f"{label}/{bucket}")
+        log(f"{label} {bucket}: {describe(runs[bucket])}")
+    return runs, vectors
+
+
 def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     """Smallest row-wise cosine similarity between two stacks of vectors."""
     a64 = a.astype(np.float64)
@@ -312,14 +331,7 @@ async def drive_server(
         await wait_ready(client, base, spec, proc)
         log(f"{spec.name}: ready after {time.perf_counter() - started:.1f} s on port {port}")
         send = http_sender(client, f"{base}/v1/embeddings", spec)
-        for texts in warm.values():
-            await send(texts)
-        runs: dict[str, Run] = {}
-        vectors: dict[str, np.ndarray] = {}
-        for bucket, batches in work.items():
-            runs[bucket], vectors[bucket] = await closed_loop(send, batches, clients)
-            check_unit(vectors[bucket], f"{spec.name}/{bucket}")
-            log(f"{spec.name} {bucket}: {describe(runs[bucket])}")
+        runs, vectors = await run_buckets(send, warm, work, clients, spec.name)
         info: dict[str, Any] = {}
         if not spec.bare_list_body:
             info = (await client.get(f"{base}/ready")).json()
@@ -413,14 +425,7 @@ async def drive_engine(
 
     await svc.start()
     try:
-        for texts in warm.values():
-            await send(texts)
-        runs: dict[str, Run] = {}
-        vectors: dict[str, np.ndarray] = {}
-        for bucket, batches in work.items():
-            runs[bucket], vectors[bucket] = await closed_loop(send, batches, clients)
-            check_unit(vectors[bucket], f"engine/{bucket}")
-            log(f"engine {bucket}: {describe(runs[bucket])}")
+        runs, vectors = await run_buckets(send, warm, work, clients, "engine")
     finally:
         await svc.stop()
     return runs, vectors

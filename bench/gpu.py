@@ -651,7 +651,7 @@ def run_engine(
 def serve_seed(model_dir: str, pooling: str, max_seq: int, device: str, port: int) -> None:
     """The seed document's server, verbatim but for the model: a local folder, fp32."""
     import uvicorn
-    from fastapi import FastAPI
+    from seed_server import build_app
     from sentence_transformers import SentenceTransformer
 
     st_models: Any = importlib.import_module("sentence_transformers.models")
@@ -660,28 +660,7 @@ def serve_seed(model_dir: str, pooling: str, max_seq: int, device: str, port: in
     pool = st_models.Pooling(dim_of(), pooling_mode=pooling)
     model = SentenceTransformer(modules=[word, pool, st_models.Normalize()], device=device)
     model.float()
-    app = FastAPI()
-
-    @app.post("/v1/embeddings")
-    async def create_embeddings(input: list[str], model_name: str = "bge-large") -> Any:
-        """Embed a list of strings; blocks the event loop for the whole forward pass."""
-        embeddings = model.encode(
-            input, normalize_embeddings=True, batch_size=256, show_progress_bar=False
-        )
-        data = [
-            {"object": "embedding", "index": i, "embedding": emb.tolist()}
-            for i, emb in enumerate(embeddings)
-        ]
-        return {
-            "object": "list",
-            "data": data,
-            "model": model_name,
-            "usage": {
-                "prompt_tokens": sum(len(t.split()) for t in input),
-                "total_tokens": sum(len(t.split()) for t in input),
-            },
-        }
-
+    app = build_app(model, "bge-large")
     uvicorn.run(app, host="127.0.0.1", port=port)
 
 

