@@ -10,6 +10,12 @@ import numpy as np
 
 Scalar = str | int | float | bool
 
+# Payload indexes every adapter creates with a collection: the ingestion pipeline filters by
+# these constantly, and every search and listing filters on its commit flag.
+KEYWORD_INDEXES = ("doc_id", "content_hash")
+INTEGER_INDEXES = ("chunk_index",)
+BOOL_INDEXES = ("committed",)
+
 
 @dataclass(frozen=True)
 class Provenance:

@@ -17,7 +17,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
@@ -25,37 +25,38 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
 from rag_appliance.store.base import (
-    CollectionInfo,
-    Filter,
-    Hit,
-    Match,
-    Point,
-    Provenance,
-    Range,
-    Record,
-)
-from rag_appliance.store.filters import (
     BOOL_INDEXES,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
-    check_collection_name,
-    check_condition,
-    check_limit,
-    check_payload,
-    check_provenance,
-    is_empty,
-    json_path,
-    match_parts,
-    matrix,
-    point_id,
+    CollectionInfo,
+    Filter,
+    Hit,
+    Point,
+    Provenance,
+    Record,
+    VectorStore,
+)
+from rag_appliance.store.provenance import (
     provenance_conflict,
     provenance_from_dict,
     provenance_to_dict,
-    range_bounds,
-    scroll_offset,
     utc_now,
-    vector,
 )
+from rag_appliance.store.qdrant_filters import QdrantDialect, to_qdrant
+from rag_appliance.store.validation import (
+    check_collection_name,
+    check_limit,
+    check_payload,
+    check_provenance,
+    matrix,
+    not_found,
+    point_id,
+    query_vector,
+    scroll_offset,
+)
+
+if TYPE_CHECKING:
+    from rag_appliance.settings import Settings
 
 _META_KEY = "rag_appliance"
 _FORMAT = 1
@@ -64,6 +65,28 @@ _INDEXES = {
     **dict.fromkeys(INTEGER_INDEXES, models.PayloadSchemaType.INTEGER),
     **dict.fromkeys(BOOL_INDEXES, models.PayloadSchemaType.BOOL),
 }
+
+# How qdrant-client spells a filter (the translation itself is qdrant_filters').
+SERVER_FILTERS: QdrantDialect[models.Filter, models.Condition] = QdrantDialect(
+    match_value=lambda key, value: models.FieldCondition(
+        key=key, match=models.MatchValue(value=value)
+    ),
+    match_any=lambda key, values: models.FieldCondition(key=key, match=models.MatchAny(any=values)),
+    match_bool=lambda key, flag: models.FieldCondition(
+        key=key, match=models.MatchValue(value=flag)
+    ),
+    range=lambda key, gte, lt: models.FieldCondition(key=key, range=models.Range(gte=gte, lt=lt)),
+    equals=lambda key, v: models.FieldCondition(key=key, range=models.Range(gte=v, lte=v)),
+    any_of=lambda options: models.Filter(should=options),
+    filter=lambda must, must_not: models.Filter(must=must, must_not=must_not),
+)
+
+
+def from_settings(settings: Settings) -> VectorStore:
+    """The store on `store.url` (the registry's entry for backend `qdrant_server`)."""
+    store = settings.store
+    assert store.url is not None  # enforced by StoreSettings
+    return QdrantServerStore.from_url(store.url, store.api_key, timeout=store.timeout_s)
 
 
 @dataclass(frozen=True)
@@ -175,21 +198,21 @@ class QdrantServerStore:
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         """Merge `payload`'s keys into the payload of every point matching `flt`."""
         check_payload(payload)
-        selector = models.FilterSelector(filter=_filter(flt) or models.Filter())
+        selector = models.FilterSelector(filter=to_qdrant(flt, SERVER_FILTERS) or models.Filter())
         self._load_meta(name)
         with self._call(name):
             self._client.set_payload(self._full(name), payload, points=selector, wait=True)
 
     def delete(self, name: str, flt: Filter) -> None:
         """Delete every point matching `flt`."""
-        selector = models.FilterSelector(filter=_filter(flt) or models.Filter())
+        selector = models.FilterSelector(filter=to_qdrant(flt, SERVER_FILTERS) or models.Filter())
         self._load_meta(name)
         with self._call(name):
             self._client.delete(self._full(name), points_selector=selector, wait=True)
 
     def count(self, name: str, flt: Filter | None = None) -> int:
         """The exact number of points matching `flt` (all points without one)."""
-        query_filter = _filter(flt)
+        query_filter = to_qdrant(flt, SERVER_FILTERS)
         self._load_meta(name)
         with self._call(name):
             result = self._client.count(self._full(name), count_filter=query_filter, exact=True)
@@ -206,8 +229,8 @@ class QdrantServerStore:
         """The `top_k` points most cosine-similar to `vector`, best first."""
         check_limit(top_k, "top_k")
         meta = self._load_meta(name)
-        query = _vector(vector, meta.provenance.dimension, name)
-        query_filter = _filter(flt)
+        query = query_vector(vector, meta.provenance.dimension, name)
+        query_filter = to_qdrant(flt, SERVER_FILTERS)
         with self._call(name):
             response = self._client.query_points(
                 self._full(name),
@@ -226,7 +249,7 @@ class QdrantServerStore:
         """Up to `limit` points matching `flt` in id order from `offset`, and the next offset."""
         check_limit(limit, "limit")
         start = scroll_offset(offset)
-        query_filter = _filter(flt)
+        query_filter = to_qdrant(flt, SERVER_FILTERS)
         self._load_meta(name)
         with self._call(name):
             records, next_id = self._client.scroll(
@@ -259,13 +282,13 @@ class QdrantServerStore:
         except UnexpectedResponse as exc:
             self._meta.pop(name, None)  # it may have been deleted or recreated elsewhere
             if exc.status_code == 404:
-                raise _not_found(name) from None
+                raise not_found(name) from None
             raise
         except ValueError as exc:
             self._meta.pop(name, None)
             # The local client's way of saying 404.
             if str(exc).startswith(f"Collection {self._full(name)} not found"):
-                raise _not_found(name) from None
+                raise not_found(name) from None
             raise
 
     def _load_meta(self, name: str, *, refresh: bool = False) -> _Meta:
@@ -300,10 +323,6 @@ class QdrantServerStore:
                 self._client.create_payload_index(full, key, field_schema=schema, wait=True)
 
 
-def _not_found(name: str) -> CollectionNotFound:
-    return CollectionNotFound(f"collection {name!r} does not exist", param="collection")
-
-
 def _meta_to_dict(meta: _Meta) -> dict[str, Any]:
     return {
         "format": _FORMAT,
@@ -321,49 +340,3 @@ def _meta_from_dict(metadata: Mapping[str, Any] | None) -> _Meta | None:
         return _Meta(provenance_from_dict(raw), str(raw["created_at"]))
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _vector(raw: np.ndarray, dimension: int, collection: str) -> list[float]:
-    values: list[float] = vector(raw, dimension, collection).tolist()
-    return values
-
-
-def _filter(flt: Filter | None) -> models.Filter | None:
-    """Our Filter as a qdrant-client Filter (None when it has no conditions)."""
-    if flt is None or is_empty(flt):
-        return None
-    must: list[models.Condition] = [_condition(c) for c in flt.must]
-    must_not: list[models.Condition] = [_condition(c) for c in flt.must_not]
-    return models.Filter(must=must or None, must_not=must_not or None)
-
-
-def _condition(raw: object) -> models.Condition:
-    cond = check_condition(raw)
-    key = json_path(cond.key)
-    if isinstance(cond, Range):
-        gte, lt = range_bounds(cond)
-        return models.FieldCondition(key=key, range=models.Range(gte=gte, lt=lt))
-    assert isinstance(cond, Match)
-    parts = match_parts(cond.values)
-    options: list[models.Condition] = []
-    if parts.strings:
-        options.append(models.FieldCondition(key=key, match=_match_any(list(parts.strings))))
-    if parts.integers:
-        options.append(models.FieldCondition(key=key, match=_match_any(list(parts.integers))))
-    options += [
-        models.FieldCondition(key=key, match=models.MatchValue(value=flag))
-        for flag in parts.booleans
-    ]
-    options += [
-        models.FieldCondition(key=key, range=models.Range(gte=number, lte=number))
-        for number in parts.numbers
-    ]
-    if parts.empty:
-        options.append(models.FieldCondition(key=key, match=models.MatchAny(any=[])))
-    return options[0] if len(options) == 1 else models.Filter(should=options)
-
-
-def _match_any(values: list[str] | list[int]) -> models.MatchValue | models.MatchAny:
-    if len(values) == 1:
-        return models.MatchValue(value=values[0])
-    return models.MatchAny(any=values)

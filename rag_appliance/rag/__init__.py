@@ -1,1 +1,0 @@
-"""Retrieval (and, later, retrieve-then-generate)."""

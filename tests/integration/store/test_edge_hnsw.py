@@ -1,0 +1,89 @@
+"""Background HNSW builds (real qdrant-edge, real child processes): no write is lost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rag_appliance.store.base import Filter, Match, Range
+from rag_appliance.store.qdrant_edge import QdrantEdgeStore
+from tests.integration.store.edge_data import PROV, kill_after_done, points, run_child
+
+
+def test_background_hnsw_build_keeps_concurrent_writes(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path, hnsw_threshold=500)
+    try:
+        store.create_collection("docs", PROV)
+        first = points(0, 1500)
+        store.upsert("docs", first[:600])  # past the threshold: a build starts
+        # Writes while the child process builds; they must reach the new shard.
+        store.upsert("docs", first[600:])
+        store.delete("docs", Filter(must=(Match("doc_id", ("d0",)), Range("chunk_index", lt=100))))
+        store.set_payload("docs", Filter(must=(Match("doc_id", ("d1",)),)), {"committed": True})
+        assert store.wait_for_index("docs", timeout=60)
+
+        assert store.indexed_points("docs") >= 600
+        assert store.count("docs") == 1480
+        assert store.count("docs", Filter(must=(Match("committed", (True,)),))) == 300
+        assert store.search("docs", first[1234].vector, top_k=1)[0].id == first[1234].id
+        assert store.search("docs", first[10].vector, top_k=1)[0].id != first[10].id  # deleted
+        live = json.loads((tmp_path / "collections/docs/collection.json").read_text())["shard"]
+        assert sorted(p.name for p in (tmp_path / "collections/docs").iterdir()) == sorted(
+            ["collection.json", live]
+        )
+    finally:
+        store.close()
+
+    reopened = QdrantEdgeStore(tmp_path, hnsw_threshold=500)
+    try:
+        assert reopened.count("docs") == 1480
+        assert reopened.indexed_points("docs") >= 600
+    finally:
+        reopened.close()
+
+
+def test_sigkill_during_an_index_build_loses_nothing(tmp_path: Path) -> None:
+    child = run_child(
+        """
+        import sys
+        from pathlib import Path
+        from tests.integration.store.edge_data import PROV, points
+        from rag_appliance.store.qdrant_edge import QdrantEdgeStore
+
+        store = QdrantEdgeStore(Path(sys.argv[1]), hnsw_threshold=300)
+        store.create_collection("docs", PROV)
+        for start in range(0, 3000, 100):
+            store.upsert("docs", points(start, start + 100))
+        print("done", flush=True)
+        import time; time.sleep(60)
+        """,
+        str(tmp_path),
+    )
+    kill_after_done(child)
+
+    store = QdrantEdgeStore(tmp_path, hnsw_threshold=0)
+    try:
+        assert store.count("docs") == 3000
+        live = json.loads((tmp_path / "collections/docs/collection.json").read_text())["shard"]
+        assert [p.name for p in (tmp_path / "collections/docs").iterdir() if p.is_dir()] == [live]
+    finally:
+        store.close()
+
+
+def test_hnsw_threshold_zero_never_builds_and_a_new_threshold_applies(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path, hnsw_threshold=0)
+    try:
+        store.create_collection("docs", PROV)
+        store.upsert("docs", points(0, 400))
+        assert store.wait_for_index("docs", timeout=0)
+        assert store.indexed_points("docs") == 0
+    finally:
+        store.close()
+
+    store = QdrantEdgeStore(tmp_path, hnsw_threshold=300)
+    try:
+        assert store.count("docs") == 400  # opening the shard starts the build
+        assert store.wait_for_index("docs", timeout=60)
+        assert store.indexed_points("docs") == 400
+    finally:
+        store.close()
