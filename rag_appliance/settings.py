@@ -95,6 +95,11 @@ class EmbeddingSettings(_Section):
         16_384, ge=1, description="Most inputs waiting for the engine; beyond it requests get 429."
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 429.")
+    accept_token_ids: bool = Field(
+        False,
+        description="Accept token-id inputs (ids of this model's tokenizer); off, they get a 400 "
+        "asking for text, since tiktoken ids (LangChain's default) would give wrong vectors.",
+    )
 
 
 class StoreSettings(_Section):
@@ -167,7 +172,9 @@ class GenerationSettings(_Section):
         None, description="Name in /v1/models and responses (default: the model's folder name)."
     )
     aliases: list[str] = Field(
-        default_factory=lambda: ["rag"], description="Other model names accepted for chat."
+        default_factory=list,
+        description="Other model names accepted for plain chat (see rag.model_aliases for "
+        "names that retrieve).",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="vLLM dtype ('auto': bfloat16 on CPU, the model's own on CUDA)."
@@ -210,8 +217,13 @@ class RagSettings(_Section):
 
     default_collection: str | None = Field(
         None,
-        description="Collection used for chat requests that name the 'rag' alias or send no "
-        "`rag` field (None: plain chat unless a request asks for RAG).",
+        description="Collection searched for chat requests that name a RAG model alias, or "
+        "send `rag` without a collection.",
+    )
+    model_aliases: list[str] = Field(
+        default_factory=lambda: ["rag"],
+        description="Chat model names that answer over rag.default_collection (retrieve, then "
+        "generate) without a `rag` field; listed by /v1/models.",
     )
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
     context_share: float = Field(

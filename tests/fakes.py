@@ -35,6 +35,7 @@ class FakeEncoder:
         self.batches: list[list[int]] = []  # lengths of each batch seen
         self.lock = threading.Lock()
         self.gate: threading.Event | None = None
+        self.entered = threading.Event()  # set once encode() runs: a pass is in the thread
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         return [[3 + (ord(c) % 900) for c in t] for t in texts]
@@ -46,6 +47,7 @@ class FakeEncoder:
         return 2
 
     def encode(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
         with self.lock:
@@ -79,6 +81,8 @@ class FakeGenerator:
         self.fail_after = fail_after
         self.overloaded = overloaded
         self.prompts: list[list[int]] = []
+        self.sampling: list[Any] = []  # the SamplingParams of each request
+        self.messages: list[list[Any]] = []  # every conversation templated
         self.vocab: dict[str, int] = {}
         self.started = False
 
@@ -86,6 +90,7 @@ class FakeGenerator:
         return [self.vocab.setdefault(w, len(self.vocab) + 10) for w in text.split()]
 
     def chat_prompt(self, messages: Any) -> list[int]:
+        self.messages.append(list(messages))
         ids: list[int] = []
         for m in messages:
             ids += [1, *self._ids(f"{m.role}: {m.content}"), 2]
@@ -100,11 +105,12 @@ class FakeGenerator:
 
     async def stream(self, prompt: list[int], params: Any, request_id: str) -> Any:
         from rag_appliance.errors import EngineError, Overloaded
-        from rag_appliance.generation.base import Delta
+        from rag_appliance.generation.base import Delta, TokenLogprob
 
         if self.overloaded:
             raise Overloaded("busy", headers={"Retry-After": "1"})
         self.prompts.append(prompt)
+        self.sampling.append(params)
         words = self.reply.split()
         n = min(len(words), params.max_tokens)
         for i in range(n):
@@ -116,7 +122,11 @@ class FakeGenerator:
                 return
             last = i == n - 1
             reason = ("length" if n < len(words) else "stop") if last else None
-            yield Delta(text, reason, i + 1)
+            logprobs: tuple[TokenLogprob, ...] = ()
+            if params.logprobs is not None:  # made-up but well-formed: -1/(rank) per word
+                top = tuple((f"{words[i]}~{r}", -float(r)) for r in range(1, params.logprobs + 1))
+                logprobs = (TokenLogprob(words[i], -1.0, top),)
+            yield Delta(text, reason, i + 1, logprobs)
 
     async def start(self) -> None:
         self.started = True

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rag_appliance.generation.base import Message
-from rag_appliance.rag.retriever import SearchHit
+from rag_appliance.retrieval.retriever import SearchHit
 
 INSTRUCTIONS = (
     "Answer the user's question using only the numbered context passages below. "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,15 @@ class Message:
 
     role: str  # "system" | "user" | "assistant"
     content: str
+    name: str | None = None  # passed to the chat template, which may use it
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """A constraint on the generated text: any JSON object, or JSON matching a schema."""
+
+    kind: Literal["json_object", "json_schema"]
+    schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,21 @@ class SamplingParams:
     top_p: float
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] | None = None
+    logprobs: int | None = None  # None: no logprobs; k: the chosen token and k alternatives
+    structured: StructuredOutput | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability and its most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -33,6 +57,7 @@ class Delta:
     text: str
     finish_reason: str | None = None  # "stop" | "length"
     completion_tokens: int = 0  # cumulative
+    logprobs: tuple[TokenLogprob, ...] = ()  # of this delta's tokens, when asked for
 
 
 @dataclass

