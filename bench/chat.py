@@ -21,13 +21,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
-from embeddings import ROOT, ServerSpec, free_port, start_server, stop_server, wait_ready
+from lib import ROOT
+from lib.results import dated_path, write_json
+from lib.servers import appliance_spec, ensure_ready, launch, stop_server
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUESTIONS = [
     "How do I keep sourdough starter alive?",
     "What does the lighthouse keeper feed every morning?",
@@ -148,23 +148,12 @@ def main() -> None:
         os.environ.setdefault(
             "RAG_GENERATION__MODEL_CACHE_DIR", str(ROOT / "test-output" / "models")
         )
-        argv = [sys.executable, "-m", "rag_appliance", "serve", "--host", "127.0.0.1"]
-        spec = ServerSpec(
-            "appliance-chat", argv + (["--config", args.config] if args.config else []), False
-        )
-        port = free_port()
-        proc = start_server(spec, port)
-        base = f"http://127.0.0.1:{port}"
+        server = launch(appliance_spec("appliance-chat", args.config))
         try:
-
-            async def run() -> dict[str, Any]:
-                async with httpx.AsyncClient(timeout=5) as probe:
-                    await wait_ready(probe, base, spec, proc)
-                return await drive(base, args)
-
-            results = asyncio.run(run())
+            ensure_ready(server)
+            results = asyncio.run(drive(server.base, args))
         finally:
-            stop_server(proc)
+            stop_server(server.proc)
     command = "python " + shlex.join(["bench/chat.py", *sys.argv[1:]])
     print(
         f"Command: `{command}`; {args.requests} streamed completions per row, "
@@ -186,9 +175,8 @@ def main() -> None:
             - results[f"plain-c{concurrency}"]["prepare_p50_ms"]
         )
         print(f"retrieval overhead at concurrency {concurrency}: {overhead:.1f} ms")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"chat-cpu-{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps({"command": command, "results": results}, indent=2))
+    out = dated_path("chat", "cpu", dt.datetime.now(), keep_earlier=False)
+    write_json(out, {"command": command, "results": results})
     print(f"raw: {out}")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import platform
 import shlex
 import sys
@@ -23,14 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from corpus import load_corpus
+from lib.results import dated_path, write_json
 
 from rag_appliance.embedding.service import EmbedParams
 from rag_appliance.ingest.chunking import chunk_text
 from rag_appliance.ingest.pipeline import Document
 from rag_appliance.local_commands import running
 from rag_appliance.settings import load_settings
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def make_documents(target_chunks: int, tokenizer: Any, params: Any) -> list[Document]:
@@ -115,9 +113,8 @@ def main() -> None:
         f"{figures['embed_only_chunks_per_s']:.1f} |"
     )
     print(f"share lost to chunking and the store: {100 * figures['share_lost']:.1f}%")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"index-{figures['device']}-{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps({"command": command, **figures}, indent=2))
+    out = dated_path("index", str(figures["device"]), dt.datetime.now(), keep_earlier=False)
+    write_json(out, {"command": command, **figures})
     print(f"raw: {out}")
 
 

