@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -38,10 +40,19 @@ class BatcherStats:
     queued_items: int = 0
 
 
+class BatchObserver(Protocol):
+    """Told about every successful forward pass (e.g. the app's Prometheus histograms)."""
+
+    def observe_batch(
+        self, waits: Sequence[float], size: int, padded_tokens: int, forward_s: float
+    ) -> None: ...
+
+
 @dataclass
 class _Request:
     size: int
     future: asyncio.Future[np.ndarray]
+    admitted: float = 0.0  # perf_counter() when queued
     out: np.ndarray | None = None
     remaining: int = 0
 
@@ -86,6 +97,8 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self._task: asyncio.Task[None] | None = None
         self.stats = BatcherStats()
+        # Set by the owner (Services) to collect histograms; None costs nothing per batch.
+        self.observer: BatchObserver | None = None
 
     async def start(self) -> None:
         """Start the scheduling task on the running loop."""
@@ -104,6 +117,10 @@ class MicroBatcher:
 
     async def embed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Encode finalized token-id sequences; rows come back in input order."""
+        return await self.submit(sequences)
+
+    def submit(self, sequences: Sequence[Sequence[int]]) -> asyncio.Future[np.ndarray]:
+        """Queue sequences now (on the loop's thread); the future resolves to their rows."""
         if self._task is None:
             raise ServiceUnavailable("the embedding engine is not running")
         n = len(sequences)
@@ -115,12 +132,14 @@ class MicroBatcher:
                 headers={"Retry-After": str(self._retry_after)},
             )
         loop = asyncio.get_running_loop()
-        request = _Request(size=n, future=loop.create_future(), remaining=n)
+        request = _Request(
+            size=n, future=loop.create_future(), admitted=time.perf_counter(), remaining=n
+        )
         self._pending.extend(_Item(request, i, seq) for i, seq in enumerate(sequences))
         self.stats.requests += 1
         self.stats.queued_items += n
         self._wakeup.set()
-        return await request.future
+        return request.future
 
     async def _run(self) -> None:
         while True:
@@ -175,16 +194,24 @@ class MicroBatcher:
             batches.append(batch)
         return batches
 
-    def _encode_alive(self, batch: list[_Item]) -> tuple[list[_Item], np.ndarray | None]:
+    def _encode_alive(
+        self, batch: list[_Item]
+    ) -> tuple[list[_Item], np.ndarray | None, float, float]:
         # Runs on the worker thread, right before the pass: requests cancelled while queued
         # behind other batches cost nothing.
         alive = [it for it in batch if it.request.alive()]
-        return alive, (self._encode([it.ids for it in alive]) if alive else None)
+        if not alive:
+            return alive, None, 0.0, 0.0
+        started = time.perf_counter()
+        vectors = self._encode([it.ids for it in alive])
+        return alive, vectors, started, time.perf_counter() - started
 
     async def _run_batch(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            alive, vectors = await loop.run_in_executor(self._executor, self._encode_alive, batch)
+            alive, vectors, started, forward_s = await loop.run_in_executor(
+                self._executor, self._encode_alive, batch
+            )
         except Exception:
             log.exception("embedding forward pass failed for a batch of %d", len(batch))
             self.stats.failed_batches += 1
@@ -197,10 +224,11 @@ class MicroBatcher:
         self.stats.queued_items -= len(batch)
         if vectors is None:
             return
+        padded = len(alive) * alive[-1].length
         self.stats.forward_passes += 1
         self.stats.items += len(alive)
         self.stats.real_tokens += sum(it.length for it in alive)
-        self.stats.padded_tokens += len(alive) * alive[-1].length
+        self.stats.padded_tokens += padded
         for it, row in zip(alive, vectors, strict=True):
             request = it.request
             if not request.alive():
@@ -211,6 +239,10 @@ class MicroBatcher:
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result(request.out)
+        # After the rows are handed out: observing must never hold up or strand a request.
+        if self.observer is not None:
+            waits = [started - it.request.admitted for it in alive]
+            self.observer.observe_batch(waits, len(alive), padded, forward_s)
 
     def _fail_pending(self, error: Exception) -> None:
         items = [*self._pending, *(it for batch in self._round for it in batch)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import importlib
+import importlib.metadata
+import inspect
 import itertools
 import logging
 import os
@@ -97,7 +99,14 @@ class Encoder:
         if self.device == "cpu" and settings.num_threads:
             torch.set_num_threads(settings.num_threads)
         source = resolve_source(settings.model)
-        self._st = self._load(source, settings.profile)
+        self._source, self._profile_name = source, settings.profile
+        # Every model is loaded straight in its dtype: casting a float32 load would leave the
+        # float32 copy in the GPU's peak memory, which the memory split then counts. Only 'auto'
+        # loads float32 first, as the reference, and on the CPU.
+        if settings.dtype == "auto":
+            self._load("cpu", torch.float32)
+        else:
+            self._load(self.device, getattr(torch, settings.dtype))
         self.tokenizer = self._st.tokenizer
         st_max = int(self._st.max_seq_length or 512)
         # Inputs are tokenised whole and cut by `finalize`; silence transformers' warning about
@@ -138,31 +147,9 @@ class Encoder:
         )
         log.info("embedding model %s loaded on %s as %s", source, self.device, self.info.dtype)
 
-    def _load(self, source: str, profile_name: str | None) -> Any:
-        from sentence_transformers import SentenceTransformer
-
-        # The stable import path across sentence-transformers 5 and 6 (a shim in 6).
-        models: Any = importlib.import_module("sentence_transformers.models")
-
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        local = Path(source)
-        try:
-            if local.is_dir() and not (local / "modules.json").exists():
-                # A plain Hugging Face folder: the profile says how to pool.
-                profile = find_profile(profile_name or source)
-                pooling: Pooling = profile.pooling if profile else "mean"
-                word = models.Transformer(source)
-                pool = models.Pooling(word.get_embedding_dimension(), pooling_mode=pooling)
-                return SentenceTransformer(
-                    modules=[word, pool, models.Normalize()], device=self.device
-                )
-            return SentenceTransformer(source, device=self.device, local_files_only=offline)
-        except Exception as exc:
-            raise SettingsError(
-                f"cannot load embedding model '{source}': {type(exc).__name__}: {exc}".split("\n")[
-                    0
-                ]
-            ) from exc
+    def _load(self, device: str, dtype: torch.dtype) -> None:
+        self._st = load_model(self._source, self._profile_name, device, dtype)
+        self._on = self._st.device  # where encode() sends its inputs
 
     def _st_dimension(self) -> int | None:
         # sentence-transformers 6 renamed the method; 5.x only has the old name.
@@ -181,36 +168,50 @@ class Encoder:
     def _choose_dtype(self, wanted: str, min_cosine: float) -> torch.dtype:
         torch = self._torch
         if wanted != "auto":
-            dtype = getattr(torch, wanted)
-            if dtype != torch.float32:
-                self._st = self._st.to(dtype)
-            return dtype
-        candidates = [torch.float16] if self.device.startswith("cuda") else [torch.bfloat16]
+            return getattr(torch, wanted)  # loaded as such
         ids = self.tokenize(_CALIBRATION * 4)
         ids = [self.finalize(x, self.max_length) for x in ids]
-        reference = self.encode(ids)
+        reference = self.encode(ids)  # the float32 model, on the CPU
+        if self.device.startswith("cuda"):
+            return self._choose_cuda_dtype(ids, reference, min_cosine)
         best, best_time = torch.float32, _timed(self.encode, ids)
-        for dtype in candidates:
-            fp32_model = self._st
-            self._st = copy.deepcopy(fp32_model).to(dtype)
-            try:
-                cosine = float(np.min(np.sum(self.encode(ids) * reference, axis=1)))
-                seconds = _timed(self.encode, ids)
-            except Exception as exc:  # a dtype this device cannot run
-                log.info("dtype %s unusable here: %s", dtype, exc)
-                cosine, seconds = 0.0, float("inf")
-            log.info(
-                "dtype %s: min cosine to float32 %.5f, %.2fx float32 speed",
-                dtype,
-                cosine,
-                best_time / seconds,
-            )
-            # fp16 on CUDA is chosen whenever it keeps the bar: the win there is certain.
-            if cosine >= min_cosine and (seconds < best_time or self.device.startswith("cuda")):
-                best, best_time = dtype, seconds
-            else:
-                self._st = fp32_model
+        fp32_model = self._st
+        self._st = copy.deepcopy(fp32_model).to(torch.bfloat16)
+        try:
+            cosine = _min_cosine(self.encode(ids), reference)
+            seconds = _timed(self.encode, ids)
+        except Exception as exc:  # a dtype this CPU cannot run
+            log.info("dtype bfloat16 unusable here: %s", exc)
+            cosine, seconds = 0.0, float("inf")
+        log.info(
+            "dtype bfloat16: min cosine to float32 %.5f, %.2fx float32 speed",
+            cosine,
+            best_time / seconds,
+        )
+        if cosine >= min_cosine and seconds < best_time:
+            best = torch.bfloat16
+        else:
+            self._st = fp32_model
         return best
+
+    def _choose_cuda_dtype(
+        self, ids: Sequence[Sequence[int]], reference: np.ndarray, min_cosine: float
+    ) -> torch.dtype:
+        # float16 on CUDA is chosen whenever it keeps the bar: the win there is certain.
+        torch = self._torch
+        self._load(self.device, torch.float16)  # the CPU reference is released here
+        try:
+            cosine = _min_cosine(self.encode(ids), reference)
+        except Exception as exc:  # a dtype this GPU cannot run
+            log.info("dtype float16 unusable here: %s", exc)
+            cosine = 0.0
+        log.info("dtype float16: min cosine to float32 %.5f", cosine)
+        if cosine >= min_cosine:
+            return torch.float16
+        del self._st
+        torch.cuda.empty_cache()
+        self._load(self.device, torch.float32)
+        return torch.float32
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, without special tokens."""
@@ -225,6 +226,11 @@ class Encoder:
         """How many special tokens `finalize` adds."""
         return len(self.special_prefix) + len(self.special_suffix)
 
+    def warm_up(self, count: int, length: int) -> None:
+        """One forward pass of `count` inputs of `length` tokens (the batcher's largest)."""
+        filler = self.tokenize(["warm"])[0][:1] or [self.pad_id]
+        self.encode([self.finalize(filler * length, length)] * count)
+
     def encode(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
         """Unit vectors (float32, one row per sequence) for finalized token-id sequences."""
         torch = self._torch
@@ -234,8 +240,8 @@ class Encoder:
         ids[filled] = np.fromiter(itertools.chain.from_iterable(batch), dtype=np.int64)
         mask = filled.astype(np.int64)
         features: dict[str, Any] = {
-            "input_ids": torch.from_numpy(ids).to(self.device, non_blocking=True),
-            "attention_mask": torch.from_numpy(mask).to(self.device, non_blocking=True),
+            "input_ids": torch.from_numpy(ids).to(self._on, non_blocking=True),
+            "attention_mask": torch.from_numpy(mask).to(self._on, non_blocking=True),
         }
         if "token_type_ids" in self._input_names:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
@@ -244,6 +250,47 @@ class Encoder:
             if self.profile.normalize:
                 out = torch.nn.functional.normalize(out, dim=-1)
             return out.cpu().numpy()
+
+
+def load_model(source: str, profile_name: str | None, device: str, dtype: torch.dtype) -> Any:
+    """A SentenceTransformer loaded in `dtype` onto `device`; a one-line SettingsError if not."""
+    from sentence_transformers import SentenceTransformer
+
+    # The stable import path across sentence-transformers 5 and 6 (a shim in 6).
+    models: Any = importlib.import_module("sentence_transformers.models")
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    weights = {_dtype_key(): dtype}
+    local = Path(source)
+    try:
+        if local.is_dir() and not (local / "modules.json").exists():
+            # A plain Hugging Face folder: the profile says how to pool.
+            profile = find_profile(profile_name or source)
+            pooling: Pooling = profile.pooling if profile else "mean"
+            # sentence-transformers 6 renamed Transformer's model_args to model_kwargs.
+            params = inspect.signature(models.Transformer).parameters
+            key = "model_kwargs" if "model_kwargs" in params else "model_args"
+            word = models.Transformer(source, **{key: weights})
+            pool = models.Pooling(word.get_embedding_dimension(), pooling_mode=pooling)
+            return SentenceTransformer(modules=[word, pool, models.Normalize()], device=device)
+        return SentenceTransformer(
+            source, device=device, local_files_only=offline, model_kwargs=weights
+        )
+    except Exception as exc:
+        raise SettingsError(
+            f"cannot load embedding model '{source}': {type(exc).__name__}: {exc}".split("\n")[0]
+        ) from exc
+
+
+def _dtype_key() -> str:
+    """transformers 4.56 renamed from_pretrained's `torch_dtype` to `dtype`."""
+    major, minor = (int(x) for x in importlib.metadata.version("transformers").split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest row-wise cosine of two sets of unit vectors."""
+    return float(np.min(np.sum(a * b, axis=1)))
 
 
 def _find_sublist(haystack: Sequence[int], needle: Sequence[int]) -> int:

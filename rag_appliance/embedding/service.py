@@ -14,6 +14,15 @@ from rag_appliance.embedding.models import InputType, ModelProfile, with_overrid
 from rag_appliance.errors import InvalidRequest, ModelNotFound
 from rag_appliance.settings import EmbeddingSettings
 
+# Token ids from another tokenizer (tiktoken's, above all) give wrong vectors without any error.
+TOKEN_IDS_REFUSED = (
+    "Token-id inputs are not accepted: send 'input' as text (a string or an array of strings)."
+    " Clients that pre-tokenise with tiktoken send ids that mean nothing to this model; with"
+    " LangChain's OpenAIEmbeddings, pass check_embedding_ctx_length=False so that it sends text."
+    " The server's operator can accept ids of this model's own tokenizer with"
+    " embedding.accept_token_ids."
+)
+
 
 class TokenEncoder(Protocol):
     """What the service needs from a model (the real `Encoder`, or a fake in unit tests)."""
@@ -84,6 +93,12 @@ class EmbeddingService:
             param="model",
         )
 
+    def largest_batch(self) -> tuple[int, int]:
+        """(inputs, tokens each) of the batcher's largest pass: longest inputs fill the budget."""
+        length = self.max_tokens_per_input
+        budget = max(self.settings.batch_max_tokens, length)
+        return max(1, min(self.settings.batch_max_size, budget // length)), length
+
     async def start(self) -> None:
         """Start the batcher."""
         await self.batcher.start()
@@ -131,6 +146,8 @@ class EmbeddingService:
                     raise InvalidRequest(f"input[{i}] is an empty string", param=f"input[{i}]")
             # The Rust tokenizer releases the GIL: tokenise off the event loop.
             return await asyncio.to_thread(self.encoder.tokenize, texts)
+        if not self.settings.accept_token_ids:
+            raise InvalidRequest(TOKEN_IDS_REFUSED, param="input", code="token_ids_not_accepted")
         prefix_ids = self.encoder.tokenize([prefix])[0] if prefix else []
         out: list[list[int]] = []
         for i, ids in enumerate(inputs):

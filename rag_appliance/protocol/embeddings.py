@@ -17,7 +17,8 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] = Field(
-        description="A string, an array of strings, an array of token ids or of token-id arrays."
+        description="A string or an array of strings; token ids or token-id arrays only where "
+        "the server accepts them (embedding.accept_token_ids)."
     )
     model: str | None = Field(None, description="The served model name or an alias.")
     encoding_format: Literal["float", "base64"] = Field(

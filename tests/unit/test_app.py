@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rag_appliance.app import create_app
+from rag_appliance.app import _INPUT_SHAPES, _validation_body, create_app
 from tests.conftest import make_services, make_settings
 from tests.fakes import FakeEncoder
 
@@ -133,3 +133,89 @@ def test_models_health_ready_metrics(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert "rag_embedding_forward_passes_total 1.0" in metrics
     assert "rag_embedding_items_total 2.0" in metrics
+
+
+def test_token_ids_are_refused_by_default_with_a_pointer_to_text() -> None:
+    with client_for() as c:
+        for ids in ([5, 6, 7], [[5, 6], [7]]):
+            error = assert_error(c.post("/v1/embeddings", json={"input": ids}), 400, "input")
+            assert error["code"] == "token_ids_not_accepted"
+            assert error["type"] == "invalid_request_error"
+            assert "check_embedding_ctx_length=False" in error["message"]
+            assert "embedding.accept_token_ids" in error["message"]
+
+
+def test_token_ids_accepted_when_enabled() -> None:
+    enc = FakeEncoder()
+    with client_for(enc, embedding={"accept_token_ids": True}) as c:
+        by_ids = c.post("/v1/embeddings", json={"input": enc.tokenize(["abc"])[0]})
+        by_text = c.post("/v1/embeddings", json={"input": "abc"})
+    assert by_ids.status_code == 200, by_ids.text
+    assert by_ids.json()["data"] == by_text.json()["data"]
+
+
+@pytest.mark.parametrize(
+    ("errors", "message", "param", "code"),
+    [
+        ([], "Invalid request: the body must be a JSON object", None, None),
+        (
+            [{"loc": ("body", 7), "msg": "x", "type": "json_invalid"}],
+            "Invalid request: the body is not valid JSON",
+            None,
+            None,
+        ),
+        (
+            [{"loc": ("body",), "msg": "x", "type": "model_attributes_type"}],
+            "Invalid request: the body must be a JSON object",
+            None,
+            None,
+        ),
+        (
+            [{"loc": ("body",), "msg": "Field required", "type": "missing"}],
+            "Invalid request: the body must be a JSON object",
+            None,
+            None,
+        ),
+        (
+            [{"loc": ("body", "input", "list[str]", 1), "msg": "x", "type": "string_type"}],
+            _INPUT_SHAPES,
+            "input",
+            "invalid_type",
+        ),
+        (
+            [
+                {"loc": ("body", "messages", 0, "role"), "msg": "bad role", "type": "literal"},
+                {"loc": ("body", "model"), "msg": "second problem", "type": "string_type"},
+            ],
+            "Invalid 'messages.0.role': bad role",
+            "messages",
+            None,
+        ),
+        (
+            [{"loc": ("query", "limit"), "msg": "not an int", "type": "int_parsing"}],
+            "Invalid 'query.limit': not an int",
+            "query",
+            None,
+        ),
+    ],
+)
+def test_validation_body_branches(
+    errors: list[dict[str, Any]], message: str, param: str | None, code: str | None
+) -> None:
+    error = _validation_body(errors)["error"]
+    assert error["message"].startswith(message)
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_validation_errors_over_http_use_the_first_problem(client: TestClient) -> None:
+    error = assert_error(
+        client.post("/v1/embeddings", json={"input": "a", "dimensions": 0, "encoding_format": 1}),
+        400,
+    )
+    assert error["param"] in {"dimensions", "encoding_format"}
+    assert error["message"].startswith(f"Invalid '{error['param']}': ")
+    missing = assert_error(
+        client.post("/v1/embeddings", content=b"", headers={"content-type": "application/json"}),
+        400,
+    )
+    assert missing["message"].startswith("Invalid request: ")

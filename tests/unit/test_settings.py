@@ -80,3 +80,9 @@ def test_every_field_has_a_description() -> None:
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_shipped_profiles_validate(name: str) -> None:
     load_settings(ROOT / "configs" / name)
+
+
+def test_token_ids_are_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().embedding.accept_token_ids is False
+    monkeypatch.setenv("RAG_EMBEDDING__ACCEPT_TOKEN_IDS", "true")
+    assert load_settings().embedding.accept_token_ids is True

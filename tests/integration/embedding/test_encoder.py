@@ -71,3 +71,25 @@ def test_unreachable_hub_model_fails_clearly(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(SettingsError) as info:
         Encoder(EmbeddingSettings(model="BAAI/bge-large-en-v1.5"))
     assert "BAAI/bge-large-en-v1.5" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_set_dtype_is_loaded_as_such(
+    monkeypatch: pytest.MonkeyPatch, reference_model: Any
+) -> None:
+    import torch
+
+    from rag_appliance.embedding import encoder as encoder_module
+
+    loaded: list[tuple[str, Any]] = []
+    real_load = encoder_module.load_model
+
+    def recording(source: str, profile: str | None, device: str, dtype: Any) -> Any:
+        model = real_load(source, profile, device, dtype)
+        loaded.append((device, {p.dtype for p in model.parameters()}))
+        return model
+
+    monkeypatch.setattr(encoder_module, "load_model", recording)
+    enc = Encoder(EmbeddingSettings(dtype="bfloat16", device="cpu"))
+    assert loaded == [("cpu", {torch.bfloat16})]  # no float32 load to cast from
+    assert enc.info.dtype == "bfloat16"
+    assert min_cosine(encode_texts(enc, TEXTS), reference_model.encode(TEXTS)) >= 0.99

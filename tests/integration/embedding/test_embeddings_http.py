@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from rag_appliance.embedding.encoder import Encoder
+from rag_appliance.embedding.service import TOKEN_IDS_REFUSED
 from tests.conftest import live_server, make_settings
 from tests.integration.conftest import min_cosine
 
@@ -53,13 +54,24 @@ def test_2048_strings_in_order(base_url: str, reference_model: Any) -> None:
     assert min_cosine(got[sample], reference_model.encode([texts[i] for i in sample])) >= 0.999
 
 
-def test_token_id_inputs(base_url: str, reference_model: Any, encoder: Encoder) -> None:
+def test_token_id_inputs_when_enabled(encoder: Encoder, reference_model: Any) -> None:
     ids = encoder.tokenize(TEXTS[:2])
-    single = client(base_url).embeddings.create(model=MODEL, input=ids[0])
-    many = client(base_url).embeddings.create(model=MODEL, input=ids)
+    with live_server(make_settings(embedding={"accept_token_ids": True}), encoder) as url:
+        single = client(url).embeddings.create(model=MODEL, input=ids[0])
+        many = client(url).embeddings.create(model=MODEL, input=ids)
     reference = reference_model.encode(TEXTS[:2])
     assert min_cosine(vectors(single), reference[:1]) >= 0.999
     assert min_cosine(vectors(many), reference) >= 0.999
+
+
+def test_token_ids_are_refused_by_default(base_url: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client(base_url, max_retries=0).embeddings.create(model=MODEL, input=[[1, 2, 3]])
+    body = info.value.body
+    assert isinstance(body, dict)
+    error = body.get("error", body)
+    assert error["message"] == TOKEN_IDS_REFUSED
+    assert (error["param"], error["code"]) == ("input", "token_ids_not_accepted")
 
 
 def test_float_and_base64_agree(base_url: str) -> None:
@@ -83,14 +95,113 @@ def test_similarity_is_meaningful(base_url: str) -> None:
 def test_langchain_openai_embeddings(base_url: str, reference_model: Any) -> None:
     from langchain_openai import OpenAIEmbeddings
 
-    # check_embedding_ctx_length=False: LangChain otherwise pre-tokenises with tiktoken, whose ids
-    # mean nothing to this model (and tiktoken downloads its tables).
+    # check_embedding_ctx_length=False: LangChain sends text instead of tiktoken ids.
     options: dict[str, Any] = {"base_url": f"{base_url}/v1", "api_key": "unused"}
     lc = OpenAIEmbeddings(model=MODEL, check_embedding_ctx_length=False, **options)
     docs = np.array(lc.embed_documents(TEXTS), dtype=np.float32)
     query = np.array([lc.embed_query(TEXTS[3])], dtype=np.float32)
     assert min_cosine(docs, reference_model.encode(TEXTS)) >= 0.999
     assert min_cosine(query, reference_model.encode(TEXTS[3:])) >= 0.999
+
+
+def langchain_options(base_url: str) -> dict[str, Any]:
+    """LangChain's defaults, pointed at the server (its pydantic aliases defeat mypy)."""
+    return {"base_url": f"{base_url}/v1", "api_key": "x", "max_retries": 0}
+
+
+def cl100k_loads() -> bool:
+    """Whether tiktoken has cl100k_base: it downloads the table on first use (no copy ships)."""
+    import tiktoken
+
+    try:
+        tiktoken.get_encoding("cl100k_base")
+    except Exception:
+        return False
+    return True
+
+
+def test_langchain_default_fails_loudly(base_url: str) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    lc = OpenAIEmbeddings(model=MODEL, **langchain_options(base_url))
+    if cl100k_loads():
+        with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
+            lc.embed_documents(TEXTS)
+    else:  # offline: tiktoken cannot fetch its table, so LangChain fails before sending
+        with pytest.raises(Exception, match=r"openaipublic|cl100k|Connection|resolve"):
+            lc.embed_documents(TEXTS)
+
+
+@pytest.fixture
+def offline_tiktoken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cl100k_base replaced by a byte-level BPE, so LangChain's tiktoken path runs offline."""
+    import tiktoken
+
+    fake = tiktoken.Encoding(
+        name="cl100k_base",
+        pat_str=r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={},
+    )
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: fake)
+
+
+@pytest.mark.usefixtures("offline_tiktoken")
+def test_langchain_default_request_path_gets_the_400(base_url: str) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    lc = OpenAIEmbeddings(model=MODEL, **langchain_options(base_url))
+    with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False") as info:
+        lc.embed_documents(TEXTS)
+    assert info.value.code == "token_ids_not_accepted"
+    with pytest.raises(openai.BadRequestError):
+        lc.embed_query(TEXTS[0])
+
+
+@pytest.mark.usefixtures("offline_tiktoken")
+def test_langchain_tiktoken_ids_are_the_wrong_vectors_the_default_prevents(
+    encoder: Encoder, reference_model: Any
+) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    with live_server(make_settings(embedding={"accept_token_ids": True}), encoder) as url:
+        lc = OpenAIEmbeddings(model=MODEL, **langchain_options(url))
+        got = np.array(lc.embed_documents(TEXTS), dtype=np.float32)
+    # Accepted, but the ids meant bytes to tiktoken and word pieces to this model.
+    assert got.shape == (4, 384)
+    assert min_cosine(got, reference_model.encode(TEXTS)) < 0.5
+
+
+def test_metrics_scrape_shows_http_and_stage_histograms(base_url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"{base_url}/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    before = scrape()
+    for text in TEXTS:
+        client(base_url).embeddings.create(model=MODEL, input=[text, text.upper()])
+    after = scrape()
+    ok = (("method", "POST"), ("route", "/v1/embeddings"), ("status", "200"))
+
+    def grew(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after[(name, labels)] - before.get((name, labels), 0.0)
+
+    assert grew("rag_http_requests_total", ok) == 4
+    assert grew("rag_http_request_duration_seconds_count", ok) == 4
+    assert grew("rag_embedding_queue_wait_seconds_count") == 8
+    passes = grew("rag_embedding_forward_passes_total")
+    assert 1 <= grew("rag_embedding_forward_seconds_count") == passes <= 4
+    assert grew("rag_embedding_batch_size_sum") == 8
+    assert grew("rag_embedding_batch_tokens_sum") == grew("rag_embedding_padded_tokens_total")
+    assert grew("rag_embedding_forward_seconds_sum") > 0
+    assert ("rag_retrieval_seconds_count", ()) in after
+    assert ("rag_chat_time_to_first_token_seconds_count", ()) in after
 
 
 @pytest.mark.parametrize(
