@@ -20,7 +20,6 @@ RUN useradd --create-home --non-unique --uid "${APP_UID}" --user-group --shell /
 WORKDIR /opt/rag-appliance
 COPY pyproject.toml README.md ./
 COPY rag_appliance ./rag_appliance
-COPY ui ./ui
 COPY configs ./configs
 
 # Constrain the GPU stack to what the image ships, so that installing the appliance never

@@ -14,7 +14,6 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag_appliance.api import (
-    chat,
     collections,
     embeddings,
     health,
@@ -24,8 +23,9 @@ from rag_appliance.api import (
     search,
 )
 from rag_appliance.api.deps import json_response, require_api_key
+from rag_appliance.chat import router as chat
 from rag_appliance.errors import AppError, error_body, status_type
-from rag_appliance.middleware import BodyLimitMiddleware
+from rag_appliance.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
 
@@ -44,7 +44,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.services is None:
             app.state.services = await asyncio.to_thread(build_services, settings)
-        app.state.metrics_registry = metrics.make_registry(app.state.services)
         await app.state.services.start()
         try:
             yield
@@ -62,6 +61,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             "/ui/gradio_api/upload": settings.ingest.max_upload_bytes,  # the web UI's uploads
         },
     )
+    # Added last, so outermost: 413s from the body limit are counted too.
+    app.add_middleware(
+        HttpMetricsMiddleware,
+        metrics=lambda: app.state.services.metrics if app.state.services else None,
+        routes=app.router.routes,
+    )
     protected = [Depends(require_api_key)]
     for module in (embeddings, chat, models, index, search, collections):
         app.include_router(module.router, dependencies=protected)
@@ -74,14 +79,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
 
 def _mount_ui(app: FastAPI, settings: Settings) -> None:
-    """The web UI at /ui, when its package and gradio are installed."""
-    try:
-        from ui import mount_ui
-    except ModuleNotFoundError as exc:  # `ui` sits beside rag_appliance, maybe not installed
-        if exc.name != "ui":
-            raise
-        log.info("web UI disabled: the 'ui' package is not installed")
-        return
+    """The web UI at /ui, when gradio is installed (mount_ui logs and skips otherwise)."""
+    from rag_appliance.ui import mount_ui
+
     # Services may only exist once the lifespan built them: the UI looks them up per event.
     mount_ui(app, settings, lambda: app.state.services)
 

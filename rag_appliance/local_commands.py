@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from rag_appliance.errors import AppError
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
 
-# Files per pipeline call: big enough to fill embedding batches, small enough to show progress.
+# Files read and handed to index_files per step: a full batch of it, and a progress update.
 _FILES_PER_STEP = 32
 
 
@@ -36,7 +35,7 @@ async def running(settings: Settings) -> AsyncIterator[Services]:
 @dataclass(frozen=True)
 class _File:
     path: Path
-    doc_id: str
+    name: str  # the name index_files gets: the path relative to the folder given
 
 
 def walk(paths: Sequence[str]) -> tuple[list[_File], list[str]]:
@@ -64,8 +63,7 @@ async def index_command(
     """Index files and folders; exit code 1 when any file failed."""
     from tqdm import tqdm
 
-    from rag_appliance.ingest.parsers import parse
-    from rag_appliance.ingest.pipeline import Document
+    from rag_appliance.ingest.files import FileBlob, index_files
 
     files, missing = walk(paths)
     for raw in missing:
@@ -77,27 +75,25 @@ async def index_command(
         pipeline = services.require_pipeline()
         bar = tqdm(total=len(files), unit="file", desc=f"indexing into {collection}")
         for step in _steps(files):
-            docs: list[Document] = []
+            read: list[tuple[_File, FileBlob]] = []
             for item in step:
                 try:
                     data = await asyncio.to_thread(item.path.read_bytes)
-                    parsed = await asyncio.to_thread(parse, data, item.path.name)
-                except (OSError, AppError) as exc:
+                except OSError as exc:
                     failed += 1
-                    message = exc.message if isinstance(exc, AppError) else str(exc)
-                    tqdm.write(f"error: {item.path}: {message}", file=sys.stderr)
-                    bar.update(1)
+                    tqdm.write(f"error: {item.path}: {exc.strerror or exc}", file=sys.stderr)
                     continue
-                meta = {**metadata, "filename": item.path.name, "media_type": parsed.media_type}
-                docs.append(
-                    Document(parsed.text, id=item.doc_id, metadata=meta, source=item.doc_id)
-                )
-            if docs:
-                for result in await pipeline.index(collection, docs):
-                    chunks += result.chunks
-                    indexed += result.status == "indexed"
-                    unchanged += result.status == "unchanged"
-                bar.update(len(docs))
+                read.append((item, FileBlob(item.name, data)))
+            outcomes = await index_files(pipeline, collection, [b for _, b in read], metadata)
+            for (item, _), outcome in zip(read, outcomes, strict=True):
+                if outcome.error is not None:
+                    failed += 1
+                    tqdm.write(f"error: {item.path}: {outcome.error.message}", file=sys.stderr)
+                    continue
+                chunks += outcome.chunks
+                indexed += outcome.status == "indexed"
+                unchanged += outcome.status == "unchanged"
+            bar.update(len(step))
         bar.close()
     seconds = time.perf_counter() - started
     print(
@@ -133,7 +129,7 @@ async def eval_command(
     from tqdm import tqdm
 
     from rag_appliance.ingest.pipeline import Document
-    from rag_appliance.rag.evaluation import load_beir, metrics_at_k
+    from rag_appliance.retrieval.evaluation import load_beir, metrics_at_k
 
     data = load_beir(dataset)
     async with running(settings) as services:
@@ -173,17 +169,15 @@ async def exact_ranking(
 ) -> dict[str, list[str]]:
     """Brute-force cosine ranking with numpy over the collection's own chunks (a reference)."""
     from rag_appliance.embedding.service import EmbedParams
-    from rag_appliance.ingest.pipeline import COMMITTED
-    from rag_appliance.store.base import Filter
 
-    store = services.store
-    assert store is not None
+    collections = services.require_collections()
+    store = collections.store
     texts: list[str] = []
     owners: list[str] = []
     cursor: str | None = None
     while True:
         records, cursor = await asyncio.to_thread(
-            store.scroll, collection, Filter(must=(COMMITTED,)), 1000, cursor
+            store.scroll, collection, collections.visible(), 1000, cursor
         )
         texts += [r.payload["text"] for r in records]
         owners += [r.payload["doc_id"] for r in records]

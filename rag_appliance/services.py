@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rag_appliance.chat.service import ChatService
+from rag_appliance.collections.service import CollectionService
 from rag_appliance.embedding.service import EmbeddingService
 from rag_appliance.errors import ServiceUnavailable
 from rag_appliance.generation.base import Generator
-from rag_appliance.ingest.collections import Collections
 from rag_appliance.ingest.pipeline import IndexPipeline
-from rag_appliance.rag.retriever import Retriever
-from rag_appliance.rag.service import ChatService
+from rag_appliance.observability import Metrics
+from rag_appliance.retrieval.retriever import Retriever
 from rag_appliance.settings import Settings
 from rag_appliance.store.base import VectorStore
+from rag_appliance.store.registry import build_store as build_store  # re-exported
+
+if TYPE_CHECKING:
+    from rag_appliance.embedding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +37,20 @@ class Services:
     ) -> None:
         self.settings = settings
         self.embedding = embedding
+        # Per app, on its own registry: several apps (tests) may share the process.
+        self.metrics = Metrics(lambda: embedding.batcher.stats)
+        embedding.batcher.observer = self.metrics
         self.store = store
         self.pipeline: IndexPipeline | None = None
         self.retriever: Retriever | None = None
-        self.collections: Collections | None = None
+        self.collections: CollectionService | None = None
         if store is not None and tokenizer is not None:
-            self.pipeline = IndexPipeline(embedding, store, tokenizer, settings.ingest)
-            self.retriever = Retriever(embedding, store, self.pipeline, settings.search)
-            self.collections = Collections(store, self.pipeline)
+            # One CollectionService: ingestion and retrieval share its provenance checks.
+            self.collections = CollectionService(store, embedding.profile)
+            self.pipeline = IndexPipeline(embedding, self.collections, tokenizer, settings.ingest)
+            self.retriever = Retriever(
+                embedding, self.collections, settings.search, self.metrics.observe_retrieval
+            )
         self.generator = generator
         self.chat: ChatService | None = None  # built in start(), once the engine runs
         self.created = int(time.time())
@@ -94,24 +105,11 @@ class Services:
         assert self.retriever is not None
         return self.retriever
 
-    def require_collections(self) -> Collections:
-        """Collection management, or a 503 when no store is configured."""
+    def require_collections(self) -> CollectionService:
+        """The collection service, or a 503 when no store is configured."""
         self.require_pipeline()
         assert self.collections is not None
         return self.collections
-
-
-def build_store(settings: Settings) -> VectorStore:
-    """The configured vector store (imports its backend lazily)."""
-    store = settings.store
-    if store.backend == "qdrant_server":
-        from rag_appliance.store.qdrant_server import QdrantServerStore
-
-        assert store.url is not None  # enforced by StoreSettings
-        return QdrantServerStore.from_url(store.url, store.api_key, timeout=store.timeout_s)
-    from rag_appliance.store.qdrant_edge import QdrantEdgeStore
-
-    return QdrantEdgeStore(settings.data_dir / "qdrant", hnsw_threshold=store.hnsw_threshold)
 
 
 def build_services(settings: Settings) -> Services:
@@ -120,7 +118,9 @@ def build_services(settings: Settings) -> Services:
 
     started = time.perf_counter()
     encoder = Encoder(settings.embedding)
-    embedder_bytes = _embedder_gpu_bytes(encoder.device)
+    embedding = EmbeddingService(encoder, settings.embedding)
+    # Measured before vLLM starts: its share is the budget minus what the embedder holds.
+    embedder_bytes = _embedder_gpu_bytes(encoder, *embedding.largest_batch())
     log.info(
         "embedding model ready in %.1fs: %s (%s, %s, dim %d, max %d tokens)",
         time.perf_counter() - started,
@@ -139,19 +139,20 @@ def build_services(settings: Settings) -> Services:
         generator = VllmGenerator(
             settings.generation, settings.data_dir, embedder_gpu_bytes=embedder_bytes
         )
-    return Services(
-        settings,
-        EmbeddingService(encoder, settings.embedding),
-        store,
-        encoder.tokenizer,
-        generator,
-    )
+    return Services(settings, embedding, store, encoder.tokenizer, generator)
 
 
-def _embedder_gpu_bytes(device: str) -> int:
-    """GPU memory the embedder reserved, calibration batches included (0 on CPU)."""
-    if not device.startswith("cuda"):
+def _embedder_gpu_bytes(encoder: Encoder, count: int, length: int) -> int:
+    """GPU memory the embedder holds after one pass of its largest batch (0 on CPU)."""
+    if not encoder.device.startswith("cuda"):
         return 0
     import torch
 
-    return int(torch.cuda.max_memory_reserved(torch.device(device)))
+    device = torch.device(encoder.device)
+    # Drop what calibration left cached, so that the peak is the weights plus one full pass:
+    # the memory the embedder keeps reserved while serving.
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    encoder.warm_up(count, length)
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_reserved(device))

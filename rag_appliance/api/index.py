@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
-from rag_appliance.errors import AppError, InvalidRequest
-from rag_appliance.ingest.parsers import parse
-from rag_appliance.ingest.pipeline import Document
+from rag_appliance.errors import InvalidRequest
+from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files
 from rag_appliance.protocol.index import IndexRequest, index_response
 
 router = APIRouter()
@@ -52,41 +49,18 @@ async def upload_files(
     most = services.settings.ingest.max_files_per_upload
     if len(files) > most:
         raise InvalidRequest(f"at most {most} files per upload", param="files")
-    outcomes: list[dict[str, Any]] = []
-    documents: list[tuple[int, Document]] = []
-    for upload in files:
-        name = safe_name(upload.filename)
-        data = await upload.read()
-        try:
-            parsed = await asyncio.to_thread(parse, data, name, upload.content_type)
-        except AppError as exc:
-            outcomes.append({"filename": name, "status": "error", "error": _error(exc)})
-            continue
-        meta = {**common, "filename": name, "media_type": parsed.media_type}
-        if parsed.title:
-            meta["title"] = parsed.title
-        documents.append(
-            (len(outcomes), Document(parsed.text, id=name, metadata=meta, source=name))
-        )
-        outcomes.append({"filename": name, "status": "pending"})
-    if documents:
-        results = await pipeline.index(collection, [doc for _, doc in documents])
-        by_id = {r.doc_id: r for r in results}
-        for slot, doc in documents:
-            result = by_id[doc.id or ""]
-            outcomes[slot] |= {
-                "doc_id": result.doc_id,
-                "chunks": result.chunks,
-                "status": result.status,
-            }
-    return json_response({"object": "upload.result", "collection": collection, "files": outcomes})
-
-
-def safe_name(filename: str | None) -> str:
-    """The bare file name a client sent (never a path), used as document id and source."""
-    raw = filename or "upload"
-    name = PurePosixPath(PureWindowsPath(raw).name).name.strip()
-    return name.replace("\x00", "") or "upload"
+    blobs = [
+        FileBlob(upload.filename or "", await upload.read(), upload.content_type)
+        for upload in files
+    ]
+    outcomes = await index_files(pipeline, collection, blobs, common)
+    return json_response(
+        {
+            "object": "upload.result",
+            "collection": collection,
+            "files": [_outcome(outcome) for outcome in outcomes],
+        }
+    )
 
 
 def _metadata(raw: str | None) -> dict[str, Any]:
@@ -101,5 +75,13 @@ def _metadata(raw: str | None) -> dict[str, Any]:
     return value
 
 
-def _error(exc: AppError) -> dict[str, Any]:
-    return {"status": exc.status, **exc.body()["error"]}
+def _outcome(outcome: FileOutcome) -> dict[str, Any]:
+    if outcome.error is not None:
+        error = {"status": outcome.error.status, **outcome.error.body()["error"]}
+        return {"filename": outcome.filename, "status": "error", "error": error}
+    return {
+        "filename": outcome.filename,
+        "status": outcome.status,
+        "doc_id": outcome.doc_id,
+        "chunks": outcome.chunks,
+    }

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from rag_appliance.collections.service import COMMITTED, CollectionService, doc_filter
 from rag_appliance.embedding.service import EmbeddingService, EmbedParams
-from rag_appliance.errors import Conflict, InvalidRequest, Overloaded
+from rag_appliance.errors import InvalidRequest, Overloaded
 from rag_appliance.ingest.chunking import (
     Chunk,
     ChunkingParams,
@@ -29,11 +30,9 @@ from rag_appliance.ingest.chunking import (
     stable_chunk_id,
 )
 from rag_appliance.settings import IngestSettings
-from rag_appliance.store.base import Filter, Match, Point, Provenance, Range, VectorStore
+from rag_appliance.store.base import Filter, Match, Point, Range
 
 log = logging.getLogger(__name__)
-
-COMMITTED = Match("committed", (True,))
 
 
 @dataclass(frozen=True)
@@ -64,31 +63,22 @@ class _Pending:
     existed: bool = False
 
 
-def doc_filter(*doc_ids: str) -> Filter:
-    """Every chunk of these documents."""
-    return Filter(must=(Match("doc_id", tuple(doc_ids)),))
-
-
 class IndexPipeline:
     """Indexes documents into a collection through the shared embedding engine."""
 
     def __init__(
         self,
         embedding: EmbeddingService,
-        store: VectorStore,
+        collections: CollectionService,
         tokenizer: Any,
         settings: IngestSettings,
     ) -> None:
         self.embedding = embedding
-        self.store = store
+        self.collections = collections
+        self.store = collections.store
         self.tokenizer = tokenizer
         self.settings = settings
         profile = embedding.profile
-        self.provenance = Provenance(
-            model=profile.name,
-            dimension=profile.dimension,
-            document_prefix=profile.document_prefix,
-        )
         prefix_tokens = len(embedding.encoder.tokenize([profile.document_prefix])[0])
         # The chunk plus the model's special tokens and document prefix must fit the model.
         self.max_chunk_tokens = (
@@ -104,22 +94,6 @@ class IndexPipeline:
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="chunking") from None
 
-    async def ensure_collection(self, name: str) -> None:
-        """Create the collection for this model, or 409 if it holds another model's vectors."""
-        await asyncio.to_thread(self.store.create_collection, name, self.provenance)
-
-    async def check_collection(self, name: str) -> None:
-        """404 for a missing collection, 409 when its vectors come from another model."""
-        info = await asyncio.to_thread(self.store.get_collection, name)
-        have = info.provenance
-        if (have.model, have.dimension) != (self.provenance.model, self.provenance.dimension):
-            raise Conflict(
-                f"collection '{name}' holds {have.dimension}-dim vectors of model '{have.model}';"
-                f" this server embeds with '{self.provenance.model}'"
-                f" ({self.provenance.dimension} dims). Use another collection or that model.",
-                param="collection",
-            )
-
     async def index(
         self,
         collection: str,
@@ -129,8 +103,7 @@ class IndexPipeline:
     ) -> list[DocResult]:
         """Index documents (creating the collection if needed); results in input order."""
         params = params or self.chunking()
-        await self.ensure_collection(collection)
-        await self.check_collection(collection)
+        await self.collections.ensure(collection)
         pending = await asyncio.to_thread(self._prepare, documents, params)
         results: dict[str, DocResult] = {}
         todo: list[_Pending] = []
@@ -219,15 +192,6 @@ class IndexPipeline:
                     EmbedParams(inputs=texts, input_type="document", truncate=True)
                 )
         return result.vectors
-
-    async def delete_document(self, collection: str, doc_id: str) -> int:
-        """Remove every chunk of a document; returns how many there were."""
-        await self.check_collection(collection)
-        flt = doc_filter(doc_id)
-        count = await asyncio.to_thread(self.store.count, collection, flt)
-        if count:
-            await asyncio.to_thread(self.store.delete, collection, flt)
-        return count
 
 
 def _payload(item: _Pending, chunk: Chunk, now: str) -> dict[str, Any]:

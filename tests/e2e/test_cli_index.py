@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_appliance.ingest.pipeline import COMMITTED, doc_filter
+from rag_appliance.collections.service import COMMITTED, doc_filter
 from rag_appliance.store.base import Filter
 from rag_appliance.store.qdrant_edge import QdrantEdgeStore
 from tests import docs_factory

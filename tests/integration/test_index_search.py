@@ -120,8 +120,9 @@ def test_delete_document_and_collection(api: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "param"),
     [
-        ({"collection": "kb", "query": "x", "filter": {"topic": {"near": 1}}}, 400, "filter.topic"),
-        ({"collection": "kb", "query": "x", "filter": {"topic": []}}, 400, "filter.topic"),
+        ({"collection": "kb", "query": "x", "filter": {"topic": {"near": 1}}}, 400, "filter"),
+        ({"collection": "kb", "query": "x", "filter": {"topic": []}}, 400, "filter"),
+        ({"collection": "kb", "query": "x", "filter": {"a..b": 1}}, 400, "filter"),
         ({"collection": "kb", "query": "x", "top_k": 1000}, 400, "top_k"),
         ({"collection": "kb", "query": "   "}, 400, "query"),
         ({"collection": "nope", "query": "x"}, 404, None),

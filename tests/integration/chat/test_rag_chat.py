@@ -123,3 +123,33 @@ def test_plain_model_name_is_plain_chat(rig: tuple[str, Services, FakeGenerator]
     )
     assert r.status_code == 200 and "sources" not in r.json()
     assert "amber-falcon-17" not in generator.decode(generator.prompts[-1])
+
+
+def sample(metrics: str, name: str) -> float:
+    """The value of an unlabelled sample in Prometheus text, 0 when absent."""
+    for line in metrics.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_metrics_show_retrieval_and_time_to_first_token(
+    rig: tuple[str, Services, FakeGenerator],
+) -> None:
+    url, _, _ = rig
+    before = httpx.get(f"{url}/metrics").text
+    for stream in (False, True):
+        client(url).chat.completions.create(
+            model="rag", messages=[{"role": "user", "content": "Bluefin code?"}], stream=stream
+        )
+    httpx.post(f"{url}/v1/search", json={"collection": "kb", "query": "soup"}, timeout=60)
+    after = httpx.get(f"{url}/metrics").text
+    for name, added in (
+        ("rag_retrieval_seconds_count", 3),  # two chats and one search
+        ("rag_chat_time_to_first_token_seconds_count", 2),
+    ):
+        assert sample(after, name) - sample(before, name) == added, name
+    assert sample(after, "rag_retrieval_seconds_sum") > 0
+    assert (
+        'rag_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in after
+    )

@@ -1,7 +1,7 @@
 """build_ui (the Gradio Blocks) and mount_ui (at /ui in the appliance's FastAPI app).
 
-Gradio is imported inside the functions, so `import ui` stays cheap and the appliance runs
-without gradio installed.
+Gradio is imported inside the functions, so `import rag_appliance.ui` stays cheap and the
+appliance runs without gradio installed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from rag_appliance.ingest.parsers import SUPPORTED_EXTENSIONS
 from rag_appliance.services import Services
 from rag_appliance.settings import Settings
-from ui.render import DOCUMENT_HEADERS, RESULT_HEADERS
+from rag_appliance.ui.render import DOCUMENT_HEADERS, RESULT_HEADERS
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -34,7 +34,7 @@ def build_ui(
     """The UI over these services, or over a getter for services built at startup."""
     import gradio as gr
 
-    from ui.actions import Actions
+    from rag_appliance.ui.actions import Actions
 
     if isinstance(services, Services):
         settings = settings or services.settings

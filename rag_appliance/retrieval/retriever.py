@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rag_appliance.collections.filters import parse_filter
+from rag_appliance.collections.service import CollectionService
 from rag_appliance.embedding.service import EmbeddingService, EmbedParams
 from rag_appliance.errors import AppError, InvalidRequest
-from rag_appliance.ingest.pipeline import COMMITTED, IndexPipeline
-from rag_appliance.rag.filters import parse_filter, with_conditions
 from rag_appliance.settings import SearchSettings
-from rag_appliance.store.base import VectorStore
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,15 @@ class Retriever:
     def __init__(
         self,
         embedding: EmbeddingService,
-        store: VectorStore,
-        pipeline: IndexPipeline,
+        collections: CollectionService,
         settings: SearchSettings,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.embedding = embedding
-        self.store = store
-        self.pipeline = pipeline
+        self.collections = collections
+        self.store = collections.store
         self.settings = settings
+        self._observe = observe  # the retrieval-time histogram, seconds per search
 
     async def search(
         self,
@@ -51,12 +53,16 @@ class Retriever:
         param_prefix: str = "",
     ) -> list[SearchHit]:
         """The top_k chunks most similar to the query (only fully indexed documents)."""
+        started = time.perf_counter()
         try:
-            return await self._search(collection, query, top_k, filter, score_threshold)
+            hits = await self._search(collection, query, top_k, filter, score_threshold)
         except AppError as exc:
             if param_prefix and exc.param:  # e.g. "rag.top_k" when called for chat
                 exc.param = param_prefix + exc.param
             raise
+        if self._observe is not None:
+            self._observe(time.perf_counter() - started)
+        return hits
 
     async def _search(
         self,
@@ -73,8 +79,9 @@ class Retriever:
             raise InvalidRequest(
                 f"'top_k' must be between 1 and {self.settings.max_top_k}", param="top_k"
             )
-        flt = with_conditions(parse_filter(filter), COMMITTED)
-        await self.pipeline.check_collection(collection)
+        # Parsed (and so validated) here, once, for both /v1/search and chat's retrieval.
+        flt = self.collections.visible(parse_filter(filter))
+        await self.collections.check(collection)
         result = await self.embedding.embed(EmbedParams(inputs=[query], input_type="query"))
         hits = await asyncio.to_thread(
             self.store.search, collection, result.vectors[0], k, flt, score_threshold

@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from rag_appliance.collections.service import DocumentInfo
 from rag_appliance.generation.base import Delta
-from rag_appliance.ingest.collections import DocumentInfo
 
 # Characters that Markdown would read as formatting (or HTML) inside user text.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~])")

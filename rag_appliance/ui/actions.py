@@ -12,15 +12,13 @@ from typing import Any
 
 import gradio as gr
 
-from rag_appliance.api.index import safe_name
+from rag_appliance.chat.params import ChatParams, RetrievalOptions
+from rag_appliance.collections.service import DocumentInfo
 from rag_appliance.errors import AppError, InvalidRequest, ServiceUnavailable
 from rag_appliance.generation.base import Delta, Message
-from rag_appliance.ingest.collections import DocumentInfo
-from rag_appliance.ingest.parsers import parse
-from rag_appliance.ingest.pipeline import Document, IndexPipeline
-from rag_appliance.rag.service import ChatParams
+from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files
 from rag_appliance.services import Services
-from ui.render import (
+from rag_appliance.ui.render import (
     answer_footer,
     document_rows,
     documents_summary,
@@ -99,7 +97,7 @@ class Actions:
         try:
             if not name:
                 raise InvalidRequest("type a name for the new collection")
-            await self.services().require_pipeline().ensure_collection(name)
+            await self.services().require_collections().ensure(name)
             names = await self.collection_names()
         except Exception as exc:
             return gr.update(), gr.update(), error_markdown(report(exc, "creating a collection"))
@@ -134,14 +132,10 @@ class Actions:
             if not plain:
                 if not collection:
                     raise InvalidRequest("choose a collection, or tick 'Plain chat'")
-                rag = chat.rag_options(None, {"collection": collection, "top_k": int(top_k)})
+                rag = chat.retrieval(None, RetrievalOptions(collection, top_k=int(top_k)))
             params = ChatParams(
                 messages=[Message(t["role"], t["content"]) for t in turns],
-                max_tokens=None,
                 temperature=float(temperature),
-                top_p=None,
-                stop=(),
-                seed=None,
                 rag=rag,
             )
             prepared = await chat.prepare(params)
@@ -225,7 +219,7 @@ class Actions:
         collection: str | None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio injects it by this default
     ) -> tuple[list[list[Any]], Any]:
-        """Parse and index each file; one result row per file (status, chunks or the error)."""
+        """Parse and index the files in one go; one result row per file (status, chunks, error)."""
         paths = [Path(f) for f in files or []]
         try:
             if not collection:
@@ -237,18 +231,22 @@ class Actions:
             most = services.settings.ingest.max_files_per_upload
             if len(paths) > most:
                 raise InvalidRequest(f"at most {most} files per upload")
-            # Create (or check) the collection once, so a bad name fails before any parsing.
-            await pipeline.ensure_collection(collection)
+            # Gradio keeps the original file name as the last part of its temporary path.
+            blobs = [
+                FileBlob(path.name, await asyncio.to_thread(path.read_bytes)) for path in paths
+            ]
+            done: list[FileOutcome] = []
+
+            def advance(outcome: FileOutcome) -> None:
+                done.append(outcome)
+                progress((len(done), len(blobs)), desc=f"Indexed {outcome.filename}", unit="files")
+
+            progress((0, len(blobs)), desc=f"Indexing {len(blobs)} files", unit="files")
+            outcomes = await index_files(pipeline, collection, blobs, progress=advance)
         except Exception as exc:
             report(exc, "upload")
             return [], gr.skip()
-        rows: list[list[Any]] = []
-        for n, path in enumerate(paths):
-            # Gradio keeps the original file name as the last part of its temporary path.
-            name = safe_name(path.name)
-            progress((n, len(paths)), desc=f"Indexing {name}", unit="files")
-            rows.append(await _index_file(pipeline, collection, path, name))
-        progress((len(paths), len(paths)), desc="Done", unit="files")
+        rows = [_row(outcome) for outcome in outcomes]
         failed = sum(1 for r in rows if r[1] == "error")
         if failed:
             gr.Warning(f"{failed} of {len(rows)} files could not be indexed; see the table.")
@@ -256,23 +254,11 @@ class Actions:
         return rows, (gr.skip() if failed else None)
 
 
-async def _index_file(pipeline: IndexPipeline, collection: str, path: Path, name: str) -> list[Any]:
-    """Parse and index one file into a result row; its failure does not stop the others."""
-    try:
-        data = await asyncio.to_thread(path.read_bytes)
-        parsed = await asyncio.to_thread(parse, data, name, None)
-        meta: dict[str, Any] = {"filename": name, "media_type": parsed.media_type}
-        if parsed.title:
-            meta["title"] = parsed.title
-        # Same document id and source as /v1/index/upload: re-uploading a file replaces it.
-        document = Document(parsed.text, id=name, metadata=meta, source=name)
-        (result,) = await pipeline.index(collection, [document])
-    except AppError as exc:
-        return [name, "error", 0, exc.message]
-    except Exception as exc:
-        log.error("web UI: indexing %s failed", name, exc_info=exc)
-        return [name, "error", 0, _GENERIC_ERROR]
-    return [name, result.status, result.chunks, ""]
+def _row(outcome: FileOutcome) -> list[Any]:
+    """A file's row in the upload results: name, status, chunks, message."""
+    if outcome.error is not None:
+        return [outcome.filename, "error", 0, outcome.error.message]
+    return [outcome.filename, outcome.status, outcome.chunks, ""]
 
 
 async def _close(deltas: AsyncIterator[Delta]) -> None:

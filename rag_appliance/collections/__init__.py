@@ -1,0 +1,1 @@
+"""Collections: what a collection is (provenance, commit flag, documents) and user filters."""

@@ -1,0 +1,160 @@
+"""CollectionService: what a collection is (provenance, commit flag, documents) and its 409 rule.
+
+Ingestion and retrieval both go through it for collection-level questions; neither reaches into
+the other. Points inside a collection are the pipeline's and the retriever's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rag_appliance.embedding.models import ModelProfile
+from rag_appliance.errors import CollectionNotFound, Conflict
+from rag_appliance.store.base import CollectionInfo, Filter, Match, Provenance, Range, VectorStore
+
+# Set on a document's chunks once all of them have landed: only these are searched and listed.
+COMMITTED = Match("committed", (True,))
+FIRST_CHUNKS = Filter(must=(Match("chunk_index", (0,)), COMMITTED))
+# How long a passed provenance check is trusted: every search checks, and on a Qdrant server a
+# check is a round trip. A collection deleted meanwhile still fails in the store (404).
+CHECK_TTL_S = 5.0
+_MAX_REMEMBERED = 1024
+
+
+def doc_filter(*doc_ids: str) -> Filter:
+    """Every chunk of these documents."""
+    return Filter(must=(Match("doc_id", tuple(doc_ids)),))
+
+
+def served_provenance(profile: ModelProfile) -> Provenance:
+    """The provenance of the vectors this server writes and searches with."""
+    return Provenance(
+        model=profile.name, dimension=profile.dimension, document_prefix=profile.document_prefix
+    )
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """A document as listed: its id, chunk count, source, metadata, indexing time."""
+
+    id: str
+    chunks: int
+    source: str | None
+    metadata: dict[str, Any]
+    indexed_at: str | None
+
+
+class CollectionService:
+    """Creates, checks, lists and deletes collections and their documents for the served model."""
+
+    def __init__(
+        self, store: VectorStore, profile: ModelProfile, check_ttl_s: float = CHECK_TTL_S
+    ) -> None:
+        self.store = store
+        self.provenance = served_provenance(profile)
+        self._ttl = check_ttl_s
+        self._checked: dict[str, float] = {}  # name -> when its passed check expires
+
+    async def ensure(self, name: str) -> None:
+        """Create the collection for the served model; 409 when it holds other vectors."""
+        try:
+            await self.check(name)
+            return
+        except CollectionNotFound:
+            pass
+        try:
+            await asyncio.to_thread(self.store.create_collection, name, self.provenance)
+        except Conflict:  # created meanwhile with other vectors: answer with the one message
+            await self.check(name)
+            raise
+        self._remember(name)
+
+    async def check(self, name: str) -> None:
+        """404 for a missing collection, 409 unless its provenance is the served one."""
+        if self._checked.get(name, 0.0) > time.monotonic():
+            return
+        info = await asyncio.to_thread(self.store.get_collection, name)
+        if info.provenance != self.provenance:
+            raise self._conflict(name, info.provenance)
+        self._remember(name)
+
+    def visible(self, conditions: Sequence[Match | Range] = ()) -> Filter:
+        """A filter for these conditions over fully indexed (committed) chunks only."""
+        return Filter(must=(*conditions, COMMITTED))
+
+    async def all(self) -> list[tuple[CollectionInfo, int]]:
+        """Every collection (whatever its model) with its document count."""
+        infos = await asyncio.to_thread(self.store.list_collections)
+        counts = await asyncio.gather(*(self.count_documents(i.name) for i in infos))
+        return list(zip(infos, counts, strict=True))
+
+    async def get(self, name: str) -> tuple[CollectionInfo, int]:
+        """One collection with its document count; 404 when missing."""
+        info = await asyncio.to_thread(self.store.get_collection, name)
+        return info, await self.count_documents(name)
+
+    async def count_documents(self, name: str) -> int:
+        """How many fully indexed documents the collection holds."""
+        return await asyncio.to_thread(self.store.count, name, FIRST_CHUNKS)
+
+    async def delete(self, name: str) -> None:
+        """Drop a collection and all its points; 404 when missing."""
+        self._checked.pop(name, None)
+        await asyncio.to_thread(self.store.get_collection, name)
+        await asyncio.to_thread(self.store.delete_collection, name)
+
+    async def documents(
+        self, name: str, limit: int, after: str | None = None
+    ) -> tuple[list[DocumentInfo], str | None]:
+        """One page of fully indexed documents and the cursor of the next page."""
+        records, cursor = await asyncio.to_thread(
+            self.store.scroll, name, FIRST_CHUNKS, limit, after
+        )
+        docs = [
+            DocumentInfo(
+                id=r.payload["doc_id"],
+                chunks=int(r.payload.get("chunk_count", 0)),
+                source=r.payload.get("source"),
+                metadata=r.payload.get("metadata") or {},
+                indexed_at=r.payload.get("indexed_at"),
+            )
+            for r in records
+        ]
+        return docs, cursor
+
+    async def delete_document(self, name: str, doc_id: str) -> int:
+        """Delete a document's chunks and return how many; 404 when it is not there."""
+        await self.check(name)
+        flt = doc_filter(doc_id)
+        count = await asyncio.to_thread(self.store.count, name, flt)
+        if not count:
+            raise CollectionNotFound(
+                f"document '{doc_id}' is not in collection '{name}'",
+                param="doc_id",
+                code="document_not_found",
+            )
+        await asyncio.to_thread(self.store.delete, name, flt)
+        return count
+
+    def _remember(self, name: str) -> None:
+        now = time.monotonic()
+        if len(self._checked) >= _MAX_REMEMBERED:
+            self._checked = {n: t for n, t in self._checked.items() if t > now}
+        self._checked[name] = now + self._ttl
+
+    def _conflict(self, name: str, have: Provenance) -> Conflict:
+        want = self.provenance
+        return Conflict(
+            f"collection '{name}' holds vectors of model '{have.model}' ({_describe(have)});"
+            f" this server embeds with '{want.model}' ({_describe(want)})."
+            " Use another collection, or serve that model.",
+            param="collection",
+        )
+
+
+def _describe(p: Provenance) -> str:
+    return f"{p.dimension} dims, {p.distance}, document prefix {p.document_prefix!r}"

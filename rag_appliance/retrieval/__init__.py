@@ -1,0 +1,1 @@
+"""Retrieval: query-side search over committed chunks, and the retrieval metrics."""
