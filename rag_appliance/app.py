@@ -26,6 +26,7 @@ from rag_appliance.api.deps import json_response, require_api_key
 from rag_appliance.chat import router as chat
 from rag_appliance.errors import AppError, error_body, status_type
 from rag_appliance.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
+from rag_appliance.rerank import router as rerank
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
 
@@ -68,7 +69,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         routes=app.router.routes,
     )
     protected = [Depends(require_api_key)]
-    for module in (embeddings, chat, models, index, search, collections):
+    for module in (embeddings, chat, rerank, models, index, search, collections):
         app.include_router(module.router, dependencies=protected)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -13,6 +13,7 @@ from rag_appliance.errors import ServiceUnavailable
 from rag_appliance.generation.base import Generator
 from rag_appliance.ingest.pipeline import IndexPipeline
 from rag_appliance.observability import Metrics
+from rag_appliance.rerank.service import Reranker
 from rag_appliance.retrieval.retriever import Retriever
 from rag_appliance.settings import Settings
 from rag_appliance.store.base import VectorStore
@@ -34,6 +35,7 @@ class Services:
         store: VectorStore | None = None,
         tokenizer: Any = None,
         generator: Generator | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.settings = settings
         self.embedding = embedding
@@ -52,6 +54,7 @@ class Services:
                 embedding, self.collections, settings.search, self.metrics.observe_retrieval
             )
         self.generator = generator
+        self.reranker = reranker  # None: no rerank.model configured
         self.chat: ChatService | None = None  # built in start(), once the engine runs
         self.created = int(time.time())
         self.running = False
@@ -73,6 +76,8 @@ class Services:
         if self.generator is not None:
             await self.generator.stop()
         await self.embedding.stop()
+        if self.reranker is not None:
+            await self.reranker.stop()
         if self.store is not None:
             self.store.close()
 
@@ -91,6 +96,16 @@ class Services:
                 else "chat is not available: the generator is not running"
             )
         return self.chat
+
+    def require_reranker(self) -> Reranker:
+        """The reranker, or a 503 when none is configured or it is not running."""
+        if self.reranker is None:
+            raise ServiceUnavailable(
+                "reranking is not available: no reranker is configured (rerank.model)"
+            )
+        if not self.running:
+            raise ServiceUnavailable("the reranker is not running")
+        return self.reranker
 
     def require_pipeline(self) -> IndexPipeline:
         """The indexing pipeline, or a 503 when no store is configured."""
@@ -130,6 +145,14 @@ def build_services(settings: Settings) -> Services:
         encoder.info.dimension,
         encoder.info.max_length,
     )
+    reranker = None
+    if settings.rerank.model is not None:
+        from rag_appliance.rerank.model import load_measured
+
+        model, reranker_bytes = load_measured(settings.rerank)
+        reranker = Reranker(model, settings.rerank, model.info.name)
+        # vLLM's share is what is left after both models: the reranker's GPU bytes count too.
+        embedder_bytes += reranker_bytes
     store = build_store(settings)
     log.info("vector store: %s", settings.store.backend)
     generator = None
@@ -139,7 +162,7 @@ def build_services(settings: Settings) -> Services:
         generator = VllmGenerator(
             settings.generation, settings.data_dir, embedder_gpu_bytes=embedder_bytes
         )
-    return Services(settings, embedding, store, encoder.tokenizer, generator)
+    return Services(settings, embedding, store, encoder.tokenizer, generator, reranker)
 
 
 def _embedder_gpu_bytes(encoder: Encoder, count: int, length: int) -> int:

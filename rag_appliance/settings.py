@@ -159,6 +159,45 @@ class SearchSettings(_Section):
     max_top_k: int = Field(100, ge=1, description="Largest accepted top_k.")
 
 
+class RerankSettings(_Section):
+    """The optional cross-encoder reranker (POST /v1/rerank; search and RAG candidates)."""
+
+    model: str | None = Field(
+        None,
+        description="Hub id or local path of a sentence-transformers CrossEncoder with one "
+        "relevance logit (e.g. BAAI/bge-reranker-v2-m3); null: no reranker (/v1/rerank: 503).",
+    )
+    served_name: str | None = Field(
+        None,
+        description="Name in /v1/models and responses (default: the hub id, or a local "
+        "path's folder name).",
+    )
+    aliases: list[str] = Field(
+        default_factory=list, description="Other model names accepted in rerank requests."
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'.")
+    dtype: Dtype = Field(
+        "auto", description="Inference precision; 'auto': float16 on CUDA, float32 on CPU."
+    )
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        description="Tokens of one (query, document) pair, special tokens included; longer "
+        "pairs are cut, the longer side first (default and ceiling: the model's maximum).",
+    )
+    batch_size: int = Field(32, ge=1, description="Pairs in one forward pass.")
+    max_documents: int = Field(
+        1000, ge=1, description="Most documents in one /v1/rerank request (400 beyond it)."
+    )
+    candidates: int = Field(
+        30,
+        ge=1,
+        le=1000,
+        description="Hits fetched from the store and reranked down to top_k, for search and "
+        "RAG requests that rerank.",
+    )
+
+
 class GenerationSettings(_Section):
     """The co-hosted vLLM generator and chat defaults."""
 
@@ -252,6 +291,9 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings, description="Vector store.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
     search: SearchSettings = Field(default_factory=SearchSettings, description="Retrieval.")
+    rerank: RerankSettings = Field(
+        default_factory=RerankSettings, description="Optional cross-encoder reranking."
+    )
     generation: GenerationSettings = Field(
         default_factory=GenerationSettings, description="Chat generator."
     )

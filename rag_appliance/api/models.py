@@ -32,4 +32,6 @@ def _names(services: Services) -> list[str]:
     chat = services.chat
     if chat is not None:
         names += [chat.served_name, *sorted(chat.names - {chat.served_name})]
+    if services.reranker is not None:
+        names += services.reranker.model_names
     return list(dict.fromkeys(names))
