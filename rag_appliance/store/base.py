@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -15,6 +15,11 @@ Scalar = str | int | float | bool
 KEYWORD_INDEXES = ("doc_id", "content_hash")
 INTEGER_INDEXES = ("chunk_index",)
 BOOL_INDEXES = ("committed",)
+# The payload key `group_by_document` groups hits by.
+DOCUMENT_KEY = "doc_id"
+
+SearchMode = Literal["dense", "sparse", "hybrid"]
+FusionMethod = Literal["rrf", "dbsf", "weighted"]
 
 
 @dataclass(frozen=True)
@@ -28,13 +33,35 @@ class Provenance:
 
 
 @dataclass(frozen=True)
+class Bm25Config:
+    """How a collection turns text into BM25 sparse vectors; fixed when it is created.
+
+    `language` picks the stopword list and the Snowball stemmer (lowercase English name, e.g.
+    "english", "french"); `stemming`/`stopwords` switch those off. k, b and avg_len are BM25's
+    term-frequency saturation, length normalisation and expected chunk length in tokens.
+    """
+
+    language: str = "english"
+    stemming: bool = True
+    stopwords: bool = True
+    k: float = 1.2
+    b: float = 0.75
+    avg_len: float = 256.0
+
+
+# What a new collection gets unless told otherwise: English BM25 with Qdrant's defaults.
+DEFAULT_BM25 = Bm25Config()
+
+
+@dataclass(frozen=True)
 class CollectionInfo:
-    """A collection's name, provenance and size."""
+    """A collection's name, provenance, size and sparse-vector config (None: dense only)."""
 
     name: str
     provenance: Provenance
     points_count: int
     created_at: str  # ISO-8601 UTC
+    bm25: Bm25Config | None = None
 
 
 @dataclass(frozen=True)
@@ -64,11 +91,17 @@ class Filter:
 
 @dataclass(frozen=True)
 class Point:
-    """One stored vector: a UUID string id, a float32 vector and a JSON payload."""
+    """One stored point: a UUID string id, a float32 vector, a JSON payload and its text.
+
+    In a collection with BM25 (CollectionInfo.bm25), `text_for_sparse` is indexed as the point's
+    sparse vector; None (or text without a single term) leaves the point out of sparse search.
+    Dense-only collections ignore it.
+    """
 
     id: str
     vector: np.ndarray
     payload: dict[str, Any] = field(default_factory=dict)
+    text_for_sparse: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +124,9 @@ class Record:
 class VectorStore(Protocol):
     """A vector database holding named collections of points; every method is blocking."""
 
-    def create_collection(self, name: str, provenance: Provenance) -> CollectionInfo: ...
+    def create_collection(
+        self, name: str, provenance: Provenance, *, bm25: Bm25Config | None = DEFAULT_BM25
+    ) -> CollectionInfo: ...
     def get_collection(self, name: str) -> CollectionInfo: ...
     def list_collections(self) -> list[CollectionInfo]: ...
     def delete_collection(self, name: str) -> None: ...
@@ -102,10 +137,17 @@ class VectorStore(Protocol):
     def search(
         self,
         name: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         top_k: int,
         flt: Filter | None = None,
         score_threshold: float | None = None,
+        *,
+        mode: SearchMode = "dense",
+        query_text: str | None = None,
+        fusion: FusionMethod = "rrf",
+        dense_weight: float | None = None,
+        prefetch_limit: int | None = None,
+        group_by_document: bool = False,
     ) -> list[Hit]: ...
     def scroll(
         self, name: str, flt: Filter | None, limit: int, offset: str | None = None

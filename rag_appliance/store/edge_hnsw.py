@@ -19,6 +19,12 @@ A crash at any step leaves one complete live shard (see edge_layout). The optimi
 `indexing_threshold` is set to the same number of points (Qdrant counts it in KB of vectors), so
 Qdrant indexes the segments that reached it and leaves smaller ones exact (~1 ms at 20k x 384).
 `threshold=0` disables HNSW, as a zero indexing threshold does in Qdrant.
+
+Sparse (BM25) vectors travel with their points through every step: the copy holds them, the
+optimizer rebuilds their inverted index with the segments, and the journal replays upserts with
+both vectors. Qdrant counts sparse vectors as indexed wherever they are (and deleted ones until
+their segment is rewritten), so for a collection with BM25 the dense vectors in HNSW are counted
+on each newly built shard (see `dense_indexed`) and kept in collection.json.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from collections import deque
 
 import qdrant_edge as qe
 
+from rag_appliance.store import bm25
 from rag_appliance.store.edge_layout import EdgeCollection, new_shard_name
 
 log = logging.getLogger(__name__)
@@ -61,8 +68,9 @@ shard.close()
 """
 
 
-def shard_config(dimension: int, threshold: int) -> qe.EdgeConfig:
-    """A shard's config; given to load too, so a changed threshold applies."""
+def shard_config(dimension: int, threshold: int, sparse: bool = False) -> qe.EdgeConfig:
+    """A shard's config, with the BM25 sparse vector if `sparse`; given to load too, so a
+    changed threshold applies."""
     # Qdrant's threshold is KB of vector data per segment (4 bytes per float32 component);
     # rounded down so that a segment of `threshold` points always qualifies.
     kb = threshold * dimension * 4 // 1024
@@ -70,8 +78,25 @@ def shard_config(dimension: int, threshold: int) -> qe.EdgeConfig:
         kb = max(kb, 1)
     return qe.EdgeConfig(
         vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+        # The engine applies IDF; the chunks' vectors carry BM25's term frequencies (bm25.py).
+        sparse_vectors=(
+            {bm25.VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None
+        ),
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=kb),
     )
+
+
+def dense_indexed(shard: qe.EdgeShard) -> int:
+    """Dense vectors in HNSW segments of a shard with BM25 vectors, just after it was built.
+
+    Qdrant's indexed count adds every stored sparse vector to the dense ones in HNSW segments;
+    the points with a sparse vector are counted exactly (empty ones are never stored), and right
+    after optimize() no deleted point is left in a rewritten segment to inflate the total.
+    """
+    with_sparse = shard.count(
+        qe.CountRequest(exact=True, filter=qe.Filter(must=[qe.HasVectorCondition(bm25.VECTOR)]))
+    )
+    return max(0, shard.info().indexed_vectors_count - with_sparse)
 
 
 class IndexBuilder:
@@ -85,15 +110,23 @@ class IndexBuilder:
 
     def config(self, c: EdgeCollection) -> qe.EdgeConfig:
         """The collection's shard config."""
-        return shard_config(c.provenance.dimension, self.threshold)
+        return shard_config(c.provenance.dimension, self.threshold, sparse=c.bm25 is not None)
+
+    @staticmethod
+    def indexed(c: EdgeCollection, shard: qe.EdgeShard) -> int:
+        """How many of the collection's dense vectors are in HNSW segments (lock held)."""
+        if c.bm25 is None:
+            return shard.info().indexed_vectors_count
+        # Counted on the shard when it was built: the shard's own count includes sparse vectors.
+        return c.indexed_points
 
     def maybe_start(self, c: EdgeCollection, shard: qe.EdgeShard) -> None:
         """Start a build if enough points are outside HNSW (collection lock held)."""
         if self.threshold == 0 or c.builder is not None or c.closed:
             return
-        info = shard.info()
-        unindexed = info.points_count - info.indexed_vectors_count
-        if unindexed >= self.threshold and info.points_count >= c.next_build_at:
+        points = shard.info().points_count
+        unindexed = points - self.indexed(c, shard)
+        if unindexed >= self.threshold and points >= c.next_build_at:
             c.builder = threading.Thread(
                 target=self._build, args=(c,), name=f"hnsw-{c.name}", daemon=True
             )
@@ -124,7 +157,7 @@ class IndexBuilder:
                     return
                 c.shard.flush()
                 c.unflushed = 0
-                indexed_before = c.shard.info().indexed_vectors_count
+                indexed_before = self.indexed(c, c.shard)
                 shutil.copytree(c.shard_dir, build_dir)
                 c.journal = deque()
                 c.proc = subprocess.Popen(
@@ -147,6 +180,8 @@ class IndexBuilder:
                 raise RuntimeError(err.decode(errors="replace").strip()[-2000:])
             built = time.monotonic()
             new = qe.EdgeShard.load(str(build_dir), self.config(c))
+            # Before the replay: replayed writes land outside HNSW, and deletes would inflate it.
+            indexed_now = dense_indexed(new) if c.bm25 is not None else 0
             journal = c.journal
             assert journal is not None
             # Catch up outside the lock (writes keep landing on the live shard), then finish
@@ -160,21 +195,27 @@ class IndexBuilder:
                 while journal:
                     new.update(journal.popleft())
                 new.flush()
-                old, old_name = c.shard, c.shard_name
+                old, old_name, old_indexed = c.shard, c.shard_name, c.indexed_points
                 c.shard_name = build_name
-                c.write_meta()  # the commit point
+                c.indexed_points = indexed_now
+                try:
+                    c.write_meta()  # the commit point
+                except BaseException:
+                    c.shard_name, c.indexed_points = old_name, old_indexed
+                    raise
                 c.shard, new, swapped = new, None, True
                 c.journal = None
                 info = c.shard.info()
+                indexed = self.indexed(c, c.shard)
                 # Without progress, another build would plan the same nothing: wait for more.
-                progress = info.indexed_vectors_count > indexed_before
+                progress = indexed > indexed_before
                 c.next_build_at = 0 if progress else info.points_count + self.threshold
                 swapped_at = time.monotonic()
             log.info(
                 "collection %s: HNSW covers %d of %d points (optimize %.1f s, catch-up %.2f s, "
                 "swap %.2f s)",
                 c.name,
-                info.indexed_vectors_count,
+                indexed,
                 info.points_count,
                 built - copied,
                 swap_started - built,

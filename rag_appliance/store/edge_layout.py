@@ -4,7 +4,7 @@ Layout under the store's `path`::
 
     .lock                          flock: one process per store (a shard's files have one owner)
     collections/<name>/
-        collection.json            provenance, created_at and which shard directory is live
+        collection.json            provenance, BM25 config, created_at, the live shard directory
         shard-<hex>/               the live EdgeShard (segments + WAL)
     collections/.trash-<hex>/      a collection being deleted (renamed first, then removed)
 
@@ -33,8 +33,13 @@ from typing import Any
 import qdrant_edge as qe
 
 from rag_appliance.errors import InvalidRequest, ServiceUnavailable
-from rag_appliance.store.base import Provenance
-from rag_appliance.store.provenance import provenance_from_dict, provenance_to_dict
+from rag_appliance.store.base import Bm25Config, Provenance
+from rag_appliance.store.provenance import (
+    bm25_from_dict,
+    bm25_to_dict,
+    provenance_from_dict,
+    provenance_to_dict,
+)
 from rag_appliance.store.validation import check_collection_name
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,10 @@ class EdgeCollection:
     provenance: Provenance
     created_at: str
     shard_name: str
+    # The BM25 sparse vectors' config; None for a dense-only collection (made before them).
+    bm25: Bm25Config | None = None
+    # Dense vectors in HNSW segments when the live shard was built (see edge_hnsw.indexed).
+    indexed_points: int = 0
     shard: qe.EdgeShard | None = None
     lock: threading.RLock = field(default_factory=threading.RLock)
     closed: bool = False
@@ -76,8 +85,10 @@ class EdgeCollection:
             "format": FORMAT,
             "name": self.name,
             "provenance": provenance_to_dict(self.provenance),
+            "bm25": bm25_to_dict(self.bm25),
             "created_at": self.created_at,
             "shard": self.shard_name,
+            "indexed_points": self.indexed_points,
         }
 
     def write_meta(self) -> None:
@@ -162,6 +173,8 @@ def scan(collections: Path) -> dict[str, EdgeCollection]:
                 provenance=provenance_from_dict(raw["provenance"]),
                 created_at=str(raw["created_at"]),
                 shard_name=str(raw["shard"]),
+                bm25=bm25_from_dict(raw.get("bm25")),
+                indexed_points=int(raw.get("indexed_points", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             log.exception("skipping collection %s: unreadable %s", entry.name, META)

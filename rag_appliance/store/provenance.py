@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rag_appliance.errors import Conflict
-from rag_appliance.store.base import Provenance
+from rag_appliance.store.base import Bm25Config, Provenance
 
 
 def provenance_to_dict(provenance: Provenance) -> dict[str, Any]:
@@ -23,6 +23,31 @@ def provenance_from_dict(raw: Mapping[str, Any]) -> Provenance:
         dimension=int(raw["dimension"]),
         distance=str(raw.get("distance", "cosine")),
         document_prefix=str(raw.get("document_prefix", "")),
+    )
+
+
+def bm25_to_dict(config: Bm25Config | None) -> dict[str, Any] | None:
+    """A JSON-ready dict of the BM25 config (None for a dense-only collection)."""
+    return None if config is None else asdict(config)
+
+
+def bm25_from_dict(raw: Mapping[str, Any] | None) -> Bm25Config | None:
+    """The config stored by bm25_to_dict; None (absent) is a dense-only collection.
+
+    Collections made before sparse vectors existed have no such entry: they stay dense-only.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"a BM25 config must be an object, got {raw!r}")
+    defaults = Bm25Config()
+    return Bm25Config(
+        language=str(raw.get("language", defaults.language)),
+        stemming=bool(raw.get("stemming", defaults.stemming)),
+        stopwords=bool(raw.get("stopwords", defaults.stopwords)),
+        k=float(raw.get("k", defaults.k)),
+        b=float(raw.get("b", defaults.b)),
+        avg_len=float(raw.get("avg_len", defaults.avg_len)),
     )
 
 

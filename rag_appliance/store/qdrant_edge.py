@@ -34,20 +34,29 @@ from rag_appliance.errors import CollectionNotFound, InvalidRequest, ServiceUnav
 from rag_appliance.store import edge_layout
 from rag_appliance.store.base import (
     BOOL_INDEXES,
+    DEFAULT_BM25,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
+    Bm25Config,
     CollectionInfo,
     Filter,
+    FusionMethod,
     Hit,
     Point,
     Provenance,
     Record,
+    SearchMode,
     VectorStore,
 )
+from rag_appliance.store.bm25 import VECTOR as SPARSE
+from rag_appliance.store.bm25 import check_bm25, document_vector
 from rag_appliance.store.edge_hnsw import IndexBuilder
 from rag_appliance.store.edge_layout import EdgeCollection
 from rag_appliance.store.provenance import provenance_conflict, utc_now
 from rag_appliance.store.qdrant_filters import QdrantDialect, to_qdrant
+from rag_appliance.store.search import RRF_K, SearchPlan, weighted_coefficients
+from rag_appliance.store.search import plan as plan_search
+from rag_appliance.store.search import run as run_search
 from rag_appliance.store.validation import (
     check_collection_name,
     check_limit,
@@ -56,7 +65,6 @@ from rag_appliance.store.validation import (
     matrix,
     not_found,
     point_id,
-    query_vector,
     scroll_offset,
 )
 
@@ -111,15 +119,20 @@ class QdrantEdgeStore:
 
     # -- VectorStore -------------------------------------------------------------------------
 
-    def create_collection(self, name: str, provenance: Provenance) -> CollectionInfo:
-        """Create `name` (idempotent for the same provenance; Conflict for another one)."""
+    def create_collection(
+        self, name: str, provenance: Provenance, *, bm25: Bm25Config | None = DEFAULT_BM25
+    ) -> CollectionInfo:
+        """Create `name` with BM25 sparse vectors unless `bm25` is None (idempotent for the
+        same provenance, keeping the existing BM25 config; Conflict for another provenance)."""
         check_collection_name(name)
         check_provenance(provenance)
+        if bm25 is not None:
+            check_bm25(bm25)
         with self._lock:
             self._check_open()
             existing = self._collections.get(name)
             if existing is None:
-                self._collections[name] = self._create(name, provenance)
+                self._collections[name] = self._create(name, provenance, bm25)
         if existing is not None and existing.provenance != provenance:
             raise provenance_conflict(name, existing.provenance, provenance)
         return self.get_collection(name)
@@ -127,7 +140,8 @@ class QdrantEdgeStore:
     def get_collection(self, name: str) -> CollectionInfo:
         """The collection's provenance and size."""
         with self._shard(name) as (c, shard):
-            return CollectionInfo(c.name, c.provenance, shard.info().points_count, c.created_at)
+            points = shard.info().points_count
+            return CollectionInfo(c.name, c.provenance, points, c.created_at, c.bm25)
 
     def list_collections(self) -> list[CollectionInfo]:
         """Every collection, by name."""
@@ -161,7 +175,7 @@ class QdrantEdgeStore:
         vectors = matrix(points, c.provenance.dimension, name).tolist()
         try:
             batch = [
-                qe.Point(point_id(p.id), v, check_payload(p.payload))
+                qe.Point(point_id(p.id), self._vectors(c, p, v), check_payload(p.payload))
                 for p, v in zip(points, vectors, strict=True)
             ]
         except (TypeError, ValueError, OverflowError) as exc:
@@ -194,26 +208,45 @@ class QdrantEdgeStore:
     def search(
         self,
         name: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         top_k: int,
         flt: Filter | None = None,
         score_threshold: float | None = None,
+        *,
+        mode: SearchMode = "dense",
+        query_text: str | None = None,
+        fusion: FusionMethod = "rrf",
+        dense_weight: float | None = None,
+        prefetch_limit: int | None = None,
+        group_by_document: bool = False,
     ) -> list[Hit]:
-        """The `top_k` points most cosine-similar to `vector`, best first."""
-        check_limit(top_k, "top_k")
+        """The `top_k` best points for the mode, best first (see docs/stores.md for scores)."""
         c = self._get(name)
-        query = query_vector(vector, c.provenance.dimension, name)
-        request = qe.QueryRequest(
-            limit=top_k,
-            query=qe.Query.Nearest(query),
-            filter=to_qdrant(flt, EDGE_FILTERS),
-            score_threshold=score_threshold,
-            with_payload=True,
-            with_vector=False,
+        plan = plan_search(
+            name,
+            c.provenance.dimension,
+            c.bm25,
+            vector,
+            top_k,
+            score_threshold,
+            mode=mode,
+            query_text=query_text,
+            fusion=fusion,
+            dense_weight=dense_weight,
+            prefetch_limit=prefetch_limit,
+            group_by_document=group_by_document,
         )
+        selector = to_qdrant(flt, EDGE_FILTERS)
         with self._shard(name) as (_, shard):
-            scored = shard.query(request)
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in scored]
+            # One lock for the whole search: the weighted maxima and every grouping round see
+            # the same points.
+            formula = _formula(shard, plan, selector) if _is_weighted(plan) else None
+
+            def fetch(limit: int, candidates: int) -> list[Hit]:
+                scored = shard.query(_request(plan, selector, limit, candidates, formula))
+                return [Hit(str(p.id), float(p.score), p.payload or {}) for p in scored]
+
+            return run_search(plan, fetch)
 
     def scroll(
         self, name: str, flt: Filter | None, limit: int, offset: str | None = None
@@ -251,9 +284,10 @@ class QdrantEdgeStore:
     # -- testing and operations --------------------------------------------------------------
 
     def indexed_points(self, name: str) -> int:
-        """How many of the collection's vectors are in HNSW segments (the rest: exact search)."""
-        with self._shard(name) as (_, shard):
-            return shard.info().indexed_vectors_count
+        """How many of the collection's dense vectors are in HNSW segments (the rest: exact
+        search)."""
+        with self._shard(name) as (c, shard):
+            return self._index.indexed(c, shard)
 
     def wait_for_index(self, name: str, timeout: float | None = None) -> bool:
         """Wait until no index build runs for the collection; False if one still runs."""
@@ -286,10 +320,19 @@ class QdrantEdgeStore:
                 self._index.maybe_start(c, c.shard)
             yield c, c.shard
 
-    def _create(self, name: str, provenance: Provenance) -> EdgeCollection:
+    def _create(
+        self, name: str, provenance: Provenance, bm25_config: Bm25Config | None
+    ) -> EdgeCollection:
         """Make the directory, shard, payload indexes and collection.json (written last)."""
         directory = edge_layout.fresh_collection_dir(self._dir, name)
-        c = EdgeCollection(name, directory, provenance, utc_now(), edge_layout.new_shard_name())
+        c = EdgeCollection(
+            name,
+            directory,
+            provenance,
+            utc_now(),
+            edge_layout.new_shard_name(),
+            bm25=bm25_config,
+        )
         shard = qe.EdgeShard.create(str(c.shard_dir), self._index.config(c))
         try:
             schemas = [(k, qe.PayloadSchemaType.Keyword) for k in KEYWORD_INDEXES]
@@ -305,6 +348,16 @@ class QdrantEdgeStore:
             raise
         c.shard = shard
         return c
+
+    @staticmethod
+    def _vectors(c: EdgeCollection, point: Point, dense: list[float]) -> qe.Vector:
+        """The point's dense vector, and its BM25 vector if the collection has one."""
+        if c.bm25 is None:
+            return dense
+        sparse = document_vector(c.bm25, point.text_for_sparse)
+        if sparse is None:
+            return dense
+        return {"": dense, SPARSE: sparse}
 
     def _apply(
         self, c: EdgeCollection, shard: qe.EdgeShard, op: qe.UpdateOperation, n: int
@@ -327,3 +380,78 @@ class QdrantEdgeStore:
         if c.shard is not None:
             c.shard.close()
             c.shard = None
+
+
+def _is_weighted(plan: SearchPlan) -> bool:
+    return plan.mode == "hybrid" and plan.fusion == "weighted"
+
+
+def _arms(
+    plan: SearchPlan, selector: qe.Filter | None, limit: int
+) -> list[tuple[qe.Query, qe.Filter | None, int]]:
+    """The plan's queries (dense first), each with the filter and a limit."""
+    arms = []
+    if plan.dense is not None:
+        arms.append((qe.Query.Nearest(plan.dense), selector, limit))
+    if plan.sparse is not None:
+        terms = qe.SparseVector(plan.sparse.indices, plan.sparse.values)
+        arms.append((qe.Query.Nearest(terms, using=SPARSE), selector, limit))
+    return arms
+
+
+def _request(
+    plan: SearchPlan,
+    selector: qe.Filter | None,
+    limit: int,
+    candidates: int,
+    formula: qe.Formula | None,
+) -> qe.QueryRequest:
+    """One engine query for the plan: `limit` results from `candidates` per hybrid arm."""
+    if plan.mode != "hybrid":
+        ((query, flt, _),) = _arms(plan, selector, limit)
+        return qe.QueryRequest(
+            limit=limit,
+            query=query,
+            filter=flt,
+            score_threshold=plan.score_threshold,
+            with_payload=True,
+            with_vector=False,
+        )
+    # The stubs declare the fusions as classes nested in Fusion, not as Fusion values.
+    fused: qe.ScoringQueryType
+    if plan.fusion == "rrf":
+        fused = cast(qe.Fusion, qe.Fusion.Rrf(k=RRF_K))
+    elif plan.fusion == "dbsf":
+        fused = cast(qe.Fusion, qe.Fusion.Dbsf())
+    else:
+        assert formula is not None
+        fused = formula
+    arms = _arms(plan, selector, candidates)
+    return qe.QueryRequest(
+        limit=limit,
+        # The filter goes to each arm, so every candidate of either arm satisfies it.
+        prefetches=[qe.Prefetch(n, query=q, filter=f) for q, f, n in arms],
+        query=fused,
+        score_threshold=plan.score_threshold,
+        with_payload=True,
+        with_vector=False,
+    )
+
+
+def _formula(shard: qe.EdgeShard, plan: SearchPlan, selector: qe.Filter | None) -> qe.Formula:
+    """The weighted fusion of the plan's arms, normalised by each arm's best score."""
+    best = shard.query_batch(
+        qe.QueryBatchRequest(
+            [qe.QueryRequest(limit=1, query=q, filter=f) for q, f, _ in _arms(plan, selector, 1)]
+        )
+    )
+    tops = [float(hits[0].score) if hits else None for hits in best]
+    best_dense = tops[0]
+    best_sparse = tops[1] if len(tops) > 1 else None
+    dense_factor, sparse_factor = weighted_coefficients(plan.dense_weight, best_dense, best_sparse)
+    E = qe.Expression
+    terms = [E.Mult([E.Constant(dense_factor), E.Variable("$score[0]")])]
+    if plan.sparse is not None:
+        terms.append(E.Mult([E.Constant(sparse_factor), E.Variable("$score[1]")]))
+    # A chunk that only one arm found scores 0 in the other one.
+    return qe.Formula(E.Sum(terms), defaults={"$score[0]": 0.0, "$score[1]": 0.0})

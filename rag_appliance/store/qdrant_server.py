@@ -1,9 +1,9 @@
 """The scale-out store: a Qdrant server or cluster through qdrant-client.
 
 Provenance lives in Qdrant itself, as the collection's metadata (under the "rag_appliance" key),
-so every replica of the appliance sharing one Qdrant sees the same model/dimension for a
-collection. Collections without that key were not made by the appliance: they are left out of
-list_collections and refused (Conflict) by the other methods.
+so every replica of the appliance sharing one Qdrant sees the same model/dimension (and BM25
+config) for a collection. Collections without that key were not made by the appliance: they are
+left out of list_collections and refused (Conflict) by the other methods.
 
 Threads: the remote client is thread-safe; the in-process `:memory:`/path client is not, so its
 calls are serialised with a lock.
@@ -26,23 +26,34 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
 from rag_appliance.store.base import (
     BOOL_INDEXES,
+    DEFAULT_BM25,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
+    Bm25Config,
     CollectionInfo,
     Filter,
+    FusionMethod,
     Hit,
     Point,
     Provenance,
     Record,
+    SearchMode,
     VectorStore,
 )
+from rag_appliance.store.bm25 import VECTOR as SPARSE
+from rag_appliance.store.bm25 import check_bm25, document_vector
 from rag_appliance.store.provenance import (
+    bm25_from_dict,
+    bm25_to_dict,
     provenance_conflict,
     provenance_from_dict,
     provenance_to_dict,
     utc_now,
 )
 from rag_appliance.store.qdrant_filters import QdrantDialect, to_qdrant
+from rag_appliance.store.search import SearchPlan, weighted_coefficients
+from rag_appliance.store.search import plan as plan_search
+from rag_appliance.store.search import run as run_search
 from rag_appliance.store.validation import (
     check_collection_name,
     check_limit,
@@ -51,7 +62,6 @@ from rag_appliance.store.validation import (
     matrix,
     not_found,
     point_id,
-    query_vector,
     scroll_offset,
 )
 
@@ -95,6 +105,7 @@ class _Meta:
 
     provenance: Provenance
     created_at: str
+    bm25: Bm25Config | None = None  # None: dense only (made before sparse vectors existed)
 
 
 class QdrantServerStore:
@@ -130,12 +141,19 @@ class QdrantServerStore:
 
     # -- VectorStore -------------------------------------------------------------------------
 
-    def create_collection(self, name: str, provenance: Provenance) -> CollectionInfo:
-        """Create `name` (idempotent for the same provenance; Conflict for another one)."""
+    def create_collection(
+        self, name: str, provenance: Provenance, *, bm25: Bm25Config | None = DEFAULT_BM25
+    ) -> CollectionInfo:
+        """Create `name` with BM25 sparse vectors unless `bm25` is None (idempotent for the
+        same provenance, keeping the existing BM25 config; Conflict for another provenance)."""
         check_collection_name(name)
         check_provenance(provenance)
+        if bm25 is not None:
+            check_bm25(bm25)
         full = self._full(name)
-        meta = _Meta(provenance, utc_now())
+        meta = _Meta(provenance, utc_now(), bm25)
+        # The engine applies IDF; the points' vectors carry BM25's term frequencies (bm25.py).
+        sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         with self._serial:
             if not self._client.collection_exists(full):
                 try:
@@ -144,6 +162,7 @@ class QdrantServerStore:
                         vectors_config=models.VectorParams(
                             size=provenance.dimension, distance=models.Distance.COSINE
                         ),
+                        sparse_vectors_config=sparse if bm25 is not None else None,
                         metadata={_META_KEY: _meta_to_dict(meta)},
                     )
                 except Exception:
@@ -159,7 +178,7 @@ class QdrantServerStore:
     def get_collection(self, name: str) -> CollectionInfo:
         """The collection's provenance and size."""
         meta = self._load_meta(name)
-        return CollectionInfo(name, meta.provenance, self.count(name), meta.created_at)
+        return CollectionInfo(name, meta.provenance, self.count(name), meta.created_at, meta.bm25)
 
     def list_collections(self) -> list[CollectionInfo]:
         """Every appliance collection under this store's prefix, by name."""
@@ -187,11 +206,12 @@ class QdrantServerStore:
         if not points:
             return
         vectors = matrix(points, meta.provenance.dimension, name).tolist()
-        batch = models.Batch(
-            ids=[point_id(p.id) for p in points],
-            vectors=vectors,
-            payloads=[check_payload(p.payload) for p in points],
-        )
+        batch = [
+            models.PointStruct(
+                id=point_id(p.id), vector=_vectors(meta, p, v), payload=check_payload(p.payload)
+            )
+            for p, v in zip(points, vectors, strict=True)
+        ]
         with self._call(name):
             self._client.upsert(self._full(name), points=batch, wait=True)
 
@@ -221,27 +241,59 @@ class QdrantServerStore:
     def search(
         self,
         name: str,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         top_k: int,
         flt: Filter | None = None,
         score_threshold: float | None = None,
+        *,
+        mode: SearchMode = "dense",
+        query_text: str | None = None,
+        fusion: FusionMethod = "rrf",
+        dense_weight: float | None = None,
+        prefetch_limit: int | None = None,
+        group_by_document: bool = False,
     ) -> list[Hit]:
-        """The `top_k` points most cosine-similar to `vector`, best first."""
-        check_limit(top_k, "top_k")
+        """The `top_k` best points for the mode, best first (see docs/stores.md for scores)."""
         meta = self._load_meta(name)
-        query = query_vector(vector, meta.provenance.dimension, name)
-        query_filter = to_qdrant(flt, SERVER_FILTERS)
-        with self._call(name):
-            response = self._client.query_points(
-                self._full(name),
-                query=query,
-                limit=top_k,
-                query_filter=query_filter,
-                score_threshold=score_threshold,
-                with_payload=True,
-                with_vectors=False,
-            )
-        return [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+        plan = plan_search(
+            name,
+            meta.provenance.dimension,
+            meta.bm25,
+            vector,
+            top_k,
+            score_threshold,
+            mode=mode,
+            query_text=query_text,
+            fusion=fusion,
+            dense_weight=dense_weight,
+            prefetch_limit=prefetch_limit,
+            group_by_document=group_by_document,
+        )
+        selector = to_qdrant(flt, SERVER_FILTERS)
+        full = self._full(name)
+        with self._refused(plan):
+            formula = self._formula(name, plan, selector) if _is_weighted(plan) else None
+
+            def fetch(limit: int, candidates: int) -> list[Hit]:
+                if plan.mode == "hybrid":
+                    arms = _arms(plan, selector, candidates)
+                    query = _fusion(plan, formula)
+                    kwargs: dict[str, Any] = {"prefetch": arms, "query": query}
+                else:
+                    (arm,) = _arms(plan, selector, limit)
+                    kwargs = {"query": arm.query, "using": arm.using, "query_filter": arm.filter}
+                with self._call(name):
+                    response = self._client.query_points(
+                        full,
+                        limit=limit,
+                        score_threshold=plan.score_threshold,
+                        with_payload=True,
+                        with_vectors=False,
+                        **kwargs,
+                    )
+                return [Hit(str(p.id), float(p.score), p.payload or {}) for p in response.points]
+
+            return run_search(plan, fetch)
 
     def scroll(
         self, name: str, flt: Filter | None, limit: int, offset: str | None = None
@@ -309,6 +361,47 @@ class QdrantServerStore:
         self._meta[name] = meta
         return meta
 
+    def _formula(
+        self, name: str, plan: SearchPlan, selector: models.Filter | None
+    ) -> models.FormulaQuery:
+        """The weighted fusion of the plan's arms, normalised by each arm's best score."""
+        requests = [
+            models.QueryRequest(query=a.query, using=a.using, filter=a.filter, limit=1)
+            for a in _arms(plan, selector, 1)
+        ]
+        with self._call(name):
+            best = self._client.query_batch_points(self._full(name), requests=requests)
+        tops = [float(r.points[0].score) if r.points else None for r in best]
+        best_sparse = tops[1] if len(tops) > 1 else None
+        dense_factor, sparse_factor = weighted_coefficients(plan.dense_weight, tops[0], best_sparse)
+        terms: list[models.Expression] = [models.MultExpression(mult=[dense_factor, "$score[0]"])]
+        if plan.sparse is not None:
+            terms.append(models.MultExpression(mult=[sparse_factor, "$score[1]"]))
+        # A chunk that only one arm found scores 0 in the other one.
+        return models.FormulaQuery(
+            formula=models.SumExpression(sum=terms), defaults={"$score[0]": 0.0, "$score[1]": 0.0}
+        )
+
+    @contextlib.contextmanager
+    def _refused(self, plan: SearchPlan) -> Iterator[None]:
+        """A server's 400 for a sparse or hybrid query as an InvalidRequest naming the backend.
+
+        Our arguments are checked before they are sent, so such a 400 means that the server
+        lacks the feature (an older Qdrant).
+        """
+        try:
+            yield
+        except UnexpectedResponse as exc:
+            if exc.status_code != 400 or plan.mode == "dense":
+                raise
+            what = f"fusion {plan.fusion!r}" if plan.mode == "hybrid" else "sparse vectors"
+            raise InvalidRequest(
+                f"the qdrant_server backend refused a {plan.mode} search ({what}): "
+                f"{_server_error(exc)}. Sparse and hybrid search need Qdrant 1.10 or later, "
+                "fusion 'dbsf' 1.11 and fusion 'weighted' 1.14.",
+                param="mode" if plan.mode == "sparse" else "fusion",
+            ) from None
+
     def _ensure_indexes(self, name: str) -> None:
         """Create the payload indexes the pipeline filters by (idempotent)."""
         full = self._full(name)
@@ -328,6 +421,7 @@ def _meta_to_dict(meta: _Meta) -> dict[str, Any]:
         "format": _FORMAT,
         **provenance_to_dict(meta.provenance),
         "created_at": meta.created_at,
+        "bm25": bm25_to_dict(meta.bm25),
     }
 
 
@@ -337,6 +431,54 @@ def _meta_from_dict(metadata: Mapping[str, Any] | None) -> _Meta | None:
     if not isinstance(raw, Mapping):
         return None
     try:
-        return _Meta(provenance_from_dict(raw), str(raw["created_at"]))
+        return _Meta(
+            provenance_from_dict(raw), str(raw["created_at"]), bm25_from_dict(raw.get("bm25"))
+        )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _vectors(meta: _Meta, point: Point, dense: list[float]) -> models.VectorStruct:
+    """The point's dense vector, and its BM25 vector if the collection has one."""
+    if meta.bm25 is None:
+        return dense
+    sparse = document_vector(meta.bm25, point.text_for_sparse)
+    if sparse is None:
+        return dense
+    return {
+        "": dense,
+        SPARSE: models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
+    }
+
+
+def _is_weighted(plan: SearchPlan) -> bool:
+    return plan.mode == "hybrid" and plan.fusion == "weighted"
+
+
+def _arms(plan: SearchPlan, selector: models.Filter | None, limit: int) -> list[models.Prefetch]:
+    """The plan's queries (dense first), each with the filter and a limit."""
+    arms = []
+    if plan.dense is not None:
+        arms.append(models.Prefetch(query=plan.dense, filter=selector, limit=limit))
+    if plan.sparse is not None:
+        terms = models.SparseVector(indices=plan.sparse.indices, values=plan.sparse.values)
+        arms.append(models.Prefetch(query=terms, using=SPARSE, filter=selector, limit=limit))
+    return arms
+
+
+def _fusion(plan: SearchPlan, formula: models.FormulaQuery | None) -> models.Query:
+    """The query fusing a hybrid plan's arms."""
+    if plan.fusion == "rrf":
+        # Qdrant's default k (search.RRF_K), which every server with RRF supports.
+        return models.FusionQuery(fusion=models.Fusion.RRF)
+    if plan.fusion == "dbsf":
+        return models.FusionQuery(fusion=models.Fusion.DBSF)
+    assert formula is not None
+    return formula
+
+
+def _server_error(exc: UnexpectedResponse) -> str:
+    """The error message in a Qdrant error answer (its raw text if it has none)."""
+    with contextlib.suppress(Exception):
+        return str(exc.structured()["status"]["error"])
+    return exc.content.decode(errors="replace")[:500]

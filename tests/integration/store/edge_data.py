@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag_appliance.store.base import Point, Provenance
+from rag_appliance.store.base import Point, Provenance, VectorStore
 
 ROOT = Path(__file__).resolve().parents[3]
 DIM = 16
@@ -20,12 +20,23 @@ PROV = Provenance(model="test-model", dimension=DIM, document_prefix="passage: "
 
 
 def points(start: int, stop: int, seed: int = 0) -> list[Point]:
+    """Points start..stop-1: doc d{i%5}, chunk i, and a text whose term item{i} is theirs alone."""
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((stop, DIM)).astype(np.float32)
     return [
-        Point(str(uuid.UUID(int=i + 1)), vectors[i], {"doc_id": f"d{i % 5}", "chunk_index": i})
+        Point(
+            str(uuid.UUID(int=i + 1)),
+            vectors[i],
+            {"doc_id": f"d{i % 5}", "chunk_index": i},
+            text_for_sparse=f"item{i} about topic{i % 7}",
+        )
         for i in range(start, stop)
     ]
+
+
+def sparse_ids(store: VectorStore, name: str, text: str, top_k: int = 5) -> list[str]:
+    """The ids a BM25 search for `text` finds."""
+    return [h.id for h in store.search(name, None, top_k, mode="sparse", query_text=text)]
 
 
 def run_child(script: str, *args: str) -> subprocess.Popen[str]:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 from rag_appliance.store.base import Filter, Match, Range
 from rag_appliance.store.qdrant_edge import QdrantEdgeStore
-from tests.integration.store.edge_data import PROV, kill_after_done, points, run_child
+from tests.integration.store.edge_data import (
+    PROV,
+    kill_after_done,
+    points,
+    run_child,
+    sparse_ids,
+)
 
 
 def test_background_hnsw_build_keeps_concurrent_writes(tmp_path: Path) -> None:
@@ -27,7 +33,19 @@ def test_background_hnsw_build_keeps_concurrent_writes(tmp_path: Path) -> None:
         assert store.count("docs", Filter(must=(Match("committed", (True,)),))) == 300
         assert store.search("docs", first[1234].vector, top_k=1)[0].id == first[1234].id
         assert store.search("docs", first[10].vector, top_k=1)[0].id != first[10].id  # deleted
-        live = json.loads((tmp_path / "collections/docs/collection.json").read_text())["shard"]
+        # The BM25 vectors went through the copy, the build and the replay too.
+        assert sparse_ids(store, "docs", "item1234") == [first[1234].id]  # written meanwhile
+        assert sparse_ids(store, "docs", "item10") == []  # deleted meanwhile
+        assert sparse_ids(store, "docs", "item500") == [first[500].id]  # in the snapshot
+        kept = [i for i in range(1500) if i % 7 == 3 and not (i % 5 == 0 and i < 100)]
+        assert len(sparse_ids(store, "docs", "topic3", top_k=1500)) == len(kept)
+        hybrid = store.search(
+            "docs", first[1234].vector, 1, mode="hybrid", query_text="item1234 topic2"
+        )
+        assert hybrid[0].id == first[1234].id
+        meta = json.loads((tmp_path / "collections/docs/collection.json").read_text())
+        assert meta["indexed_points"] == store.indexed_points("docs")
+        live = meta["shard"]
         assert sorted(p.name for p in (tmp_path / "collections/docs").iterdir()) == sorted(
             ["collection.json", live]
         )
@@ -38,6 +56,7 @@ def test_background_hnsw_build_keeps_concurrent_writes(tmp_path: Path) -> None:
     try:
         assert reopened.count("docs") == 1480
         assert reopened.indexed_points("docs") >= 600
+        assert sparse_ids(reopened, "docs", "item1234") == [first[1234].id]
     finally:
         reopened.close()
 
@@ -64,6 +83,9 @@ def test_sigkill_during_an_index_build_loses_nothing(tmp_path: Path) -> None:
     store = QdrantEdgeStore(tmp_path, hnsw_threshold=0)
     try:
         assert store.count("docs") == 3000
+        late = points(2999, 3000)[0]
+        assert sparse_ids(store, "docs", "item2999") == [late.id]
+        assert len(sparse_ids(store, "docs", "topic0", top_k=3000)) == len(range(0, 3000, 7))
         live = json.loads((tmp_path / "collections/docs/collection.json").read_text())["shard"]
         assert [p.name for p in (tmp_path / "collections/docs").iterdir() if p.is_dir()] == [live]
     finally:
@@ -82,8 +104,11 @@ def test_hnsw_threshold_zero_never_builds_and_a_new_threshold_applies(tmp_path: 
 
     store = QdrantEdgeStore(tmp_path, hnsw_threshold=300)
     try:
-        assert store.count("docs") == 400  # opening the shard starts the build
+        # Opening the shard starts the build: Qdrant's own indexed count, which includes the 400
+        # sparse vectors, would say that nothing is left to index.
+        assert store.count("docs") == 400
         assert store.wait_for_index("docs", timeout=60)
         assert store.indexed_points("docs") == 400
+        assert sparse_ids(store, "docs", "item399") == [points(399, 400)[0].id]
     finally:
         store.close()

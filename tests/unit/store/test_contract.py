@@ -10,6 +10,7 @@ A new adapter is one more entry in ADAPTERS; test_every_backend_runs_the_contrac
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,8 +23,11 @@ import pytest
 from qdrant_client import QdrantClient
 
 from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
+from rag_appliance.store import bm25
 from rag_appliance.store.base import (
+    Bm25Config,
     Filter,
+    Hit,
     Match,
     Point,
     Provenance,
@@ -66,7 +70,7 @@ def pid(n: int) -> str:
 
 
 def docs(n: int) -> list[Point]:
-    """n points: doc d{i%3}, chunk i, nested metadata, tags, a bool and a float."""
+    """n points: doc d{i%3}, chunk i, nested metadata, tags, a bool, a float and a text."""
     rng = np.random.default_rng(7)
     return [
         Point(
@@ -82,6 +86,8 @@ def docs(n: int) -> list[Point]:
                 "tags": ["all", f"t{i % 4}"],
                 "metadata": {"lang": "en" if i % 4 else "fr", "my key": f"k{i % 2}"},
             },
+            # Every chunk has "alpha", so a sparse search for it finds what the filter lets in.
+            text_for_sparse=f"alpha item{i} {'beta' if i % 2 else 'gamma'}",
         )
         for i in range(n)
     ]
@@ -384,6 +390,9 @@ def test_invalid_arguments(store: VectorStore) -> None:
             store.upsert("c", [Point(pid(1), unit(1), payload)])
         with pytest.raises(InvalidRequest):
             store.set_payload("c", Filter(), payload)
+    with pytest.raises(InvalidRequest) as err:
+        store.upsert("c", [Point(pid(1), unit(1), {}, text_for_sparse=b"bytes")])  # type: ignore[arg-type]
+    assert err.value.param == "text_for_sparse"
     assert store.count("c") == 0
     with pytest.raises(InvalidRequest):
         store.create_collection("d", Provenance("m", DIM, distance="dot"))
@@ -426,3 +435,418 @@ def test_threads(store: VectorStore) -> None:
         t.join()
     assert errors == []
     assert store.count("c") == 400
+
+
+# -- BM25 sparse vectors, hybrid search, grouping -------------------------------------------
+
+# Every search mode the contract covers: dense, sparse and hybrid with each fusion.
+MODES = ["dense", "sparse", "hybrid-rrf", "hybrid-dbsf", "hybrid-weighted"]
+SPARSE_MODES = [m for m in MODES if m != "dense"]
+
+
+def mode_args(label: str) -> dict[str, Any]:
+    """search() keywords for a MODES label."""
+    if label.startswith("hybrid-"):
+        return {"mode": "hybrid", "fusion": label.removeprefix("hybrid-")}
+    return {"mode": label}
+
+
+def sparse_ids(store: VectorStore, text: str, top_k: int = 10, **kw: Any) -> list[str]:
+    return [h.id for h in store.search("c", None, top_k, mode="sparse", query_text=text, **kw)]
+
+
+def test_collections_record_their_bm25_config(store: VectorStore) -> None:
+    assert store.create_collection("c", PROV).bm25 == Bm25Config()  # English BM25 by default
+    french = Bm25Config(language="french", stemming=False, stopwords=False, avg_len=100)
+    assert store.create_collection("f", PROV, bm25=french).bm25 == french
+    assert store.create_collection("d", PROV, bm25=None).bm25 is None
+    # Same provenance, another BM25 config: not a conflict, the collection keeps its own.
+    assert store.create_collection("c", PROV, bm25=french).bm25 == Bm25Config()
+    assert store.create_collection("d", PROV).bm25 is None
+    listed = {i.name: i.bm25 for i in store.list_collections()}
+    assert listed == {"c": Bm25Config(), "d": None, "f": french}
+    assert store.get_collection("f").bm25 == french
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        Bm25Config(language="klingon"),
+        Bm25Config(language="English"),
+        Bm25Config(b=1.5),
+        Bm25Config(k=-1),
+        Bm25Config(avg_len=0),
+        Bm25Config(stemming="yes"),  # type: ignore[arg-type]
+        Bm25Config(k=float("nan")),
+    ],
+)
+def test_invalid_bm25_config_is_refused(store: VectorStore, config: Bm25Config) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        store.create_collection("c", PROV, bm25=config)
+    assert err.value.param == "bm25"
+    assert store.list_collections() == []
+
+
+def test_a_dense_only_collection_refuses_sparse_and_hybrid(store: VectorStore) -> None:
+    store.create_collection("old", PROV, bm25=None)
+    store.upsert("old", docs(6))  # their texts are ignored
+    assert len(store.search("old", unit(1), top_k=10)) == 6
+    for mode in ("sparse", "hybrid"):
+        with pytest.raises(InvalidRequest) as err:
+            store.search("old", unit(1), top_k=3, mode=mode, query_text="alpha")
+        assert "'old'" in err.value.message and "create a new collection" in err.value.message
+        assert err.value.param == "mode"
+
+
+# Six chunks: "zeppelin" is in one, "system" in five (IDF: the rare term weighs more).
+BM25_TEXTS = [
+    "zeppelin report filed",
+    "system report filed",
+    "system check passed",
+    "system update done",
+    "system reboot queued",
+    "The system alarm raised",
+]
+
+
+def bm25_corpus(store: VectorStore, config: Bm25Config | None = None) -> None:
+    store.create_collection("c", PROV, **({} if config is None else {"bm25": config}))
+    rng = np.random.default_rng(3)
+    store.upsert(
+        "c",
+        [
+            Point(pid(i), rng.standard_normal(DIM).astype(np.float32), {"n": i}, text)
+            for i, text in enumerate(BM25_TEXTS)
+        ],
+    )
+
+
+def test_sparse_search_ranks_by_bm25(store: VectorStore) -> None:
+    bm25_corpus(store)
+    assert sparse_ids(store, "zeppelin") == [pid(0)]  # the only chunk with the term
+    assert sparse_ids(store, "Zeppelins!") == [pid(0)]  # lowercased and stemmed
+    assert sparse_ids(store, "the") == []  # a stopword is no term
+    assert sparse_ids(store, "nowhere") == []
+    # IDF: "zeppelin" (1 of 6 chunks) outweighs "system" (5 of 6) at equal term frequency.
+    hits = store.search("c", None, top_k=10, mode="sparse", query_text="system zeppelin")
+    assert hits[0].id == pid(0)
+    assert {h.id for h in hits} == {pid(i) for i in range(6)}
+    assert all(hits[0].score > h.score for h in hits[1:])
+    # The score is BM25: the engine's IDF times the chunk's saturated term frequency.
+    (term,) = bm25.query_vector(Bm25Config(), "zeppelin").indices
+    stored = bm25.document_vector(Bm25Config(), BM25_TEXTS[0])
+    assert stored is not None
+    tf = dict(zip(stored.indices, stored.values, strict=True))[term]
+    (hit,) = store.search("c", None, top_k=3, mode="sparse", query_text="zeppelin")
+    assert hit.score == pytest.approx(idf(6, 1) * tf, rel=1e-4)
+    assert hit.payload == {"n": 0}
+
+
+def test_bm25_tokenisation_follows_the_collection_config(store: VectorStore) -> None:
+    bm25_corpus(store, Bm25Config(stemming=False, stopwords=False))
+    assert sparse_ids(store, "the") == [pid(5)]  # stopwords kept
+    assert sparse_ids(store, "zeppelins") == []  # no stemming
+    assert sparse_ids(store, "zeppelin") == [pid(0)]
+
+
+# Five chunks for the hybrid tests: the query vector is unit(1, 0), the query text
+# "zeppelin harbour"; BOTH is good in both arms, DENSE and SPARSE in one arm each.
+BOTH, DENSE, FILLER, SPARSE, FAR = (pid(i) for i in range(5))
+HYBRID_POINTS = [
+    (BOTH, unit(0.9, 0.43588989), "zeppelin harbour visit"),  # cos 0.9
+    (DENSE, unit(1, 0), "nothing relevant here"),  # cos 1
+    (FILLER, unit(0.6, 0.8), "plain filler words"),  # cos 0.6
+    (SPARSE, unit(0, 1), "zeppelin sighting reported"),  # cos 0
+    (FAR, unit(-1, 0), "other filler words"),  # cos -1
+]
+
+
+def hybrid_corpus(store: VectorStore) -> None:
+    store.create_collection("c", PROV)
+    store.upsert(
+        "c",
+        [Point(i, v, {"doc_id": i[-1], "committed": True}, t) for i, v, t in HYBRID_POINTS],
+    )
+
+
+def hybrid(store: VectorStore, top_k: int = 5, **kw: Any) -> list[Hit]:
+    return store.search("c", unit(1, 0), top_k, mode="hybrid", query_text="zeppelin harbour", **kw)
+
+
+def test_hybrid_rrf(store: VectorStore) -> None:
+    hybrid_corpus(store)
+    hits = hybrid(store, fusion="rrf")
+    # Dense ranks DENSE, BOTH, FILLER, SPARSE, FAR; BM25 ranks BOTH, SPARSE: sum of 1/(2 + rank).
+    assert [h.id for h in hits] == [BOTH, SPARSE, DENSE, FILLER, FAR]
+    assert [h.score for h in hits] == pytest.approx(
+        [1 / 3 + 1 / 2, 1 / 5 + 1 / 3, 1 / 2, 1 / 4, 1 / 6], abs=1e-6
+    )
+    assert [h.id for h in hybrid(store, top_k=2, fusion="rrf")] == [BOTH, SPARSE]
+
+
+def idf(points: int, with_term: int) -> float:
+    """Qdrant's IDF of a term in `with_term` of `points` chunks."""
+    return math.log(1 + (points - with_term + 0.5) / (with_term + 0.5))
+
+
+def test_hybrid_weighted(store: VectorStore) -> None:
+    hybrid_corpus(store)
+    # Each arm divided by its best score (dense: DENSE's 1.0, BM25: BOTH's), then weighted w and
+    # 1 - w. SPARSE has cosine 0 and, of BOTH's two terms, only the commoner "zeppelin".
+    share = idf(5, 2) / (idf(5, 2) + idf(5, 1))
+    hits = hybrid(store, fusion="weighted")
+    assert [h.id for h in hits] == [BOTH, DENSE, FILLER, SPARSE, FAR]
+    assert [h.score for h in hits] == pytest.approx([0.95, 0.5, 0.3, 0.5 * share, -0.5], abs=1e-5)
+    hits = hybrid(store, fusion="weighted", dense_weight=0.8)
+    assert [h.score for h in hits] == pytest.approx([0.92, 0.8, 0.48, 0.2 * share, -0.8], abs=1e-5)
+    dense_only = hybrid(store, fusion="weighted", dense_weight=1.0)
+    assert [h.id for h in dense_only] == [DENSE, BOTH, FILLER, SPARSE, FAR]
+    sparse_only = hybrid(store, fusion="weighted", dense_weight=0.0)
+    assert [h.id for h in sparse_only[:2]] == [BOTH, SPARSE]
+    assert [h.score for h in sparse_only] == pytest.approx([1.0, share, 0, 0, 0], abs=1e-5)
+
+
+def dbsf_normalised(scores: dict[str, float]) -> dict[str, float]:
+    """One arm's scores as DBSF normalises them: mean +- 3 sample standard deviations -> 0..1."""
+    values = np.array(list(scores.values()))
+    low, spread = values.mean() - 3 * values.std(ddof=1), 6 * values.std(ddof=1)
+    return {i: float((v - low) / spread) for i, v in scores.items()}
+
+
+def test_hybrid_dbsf(store: VectorStore) -> None:
+    hybrid_corpus(store)
+    dense = {h.id: h.score for h in store.search("c", unit(1, 0), 5)}
+    sparse = {
+        h.id: h.score
+        for h in store.search("c", None, 5, mode="sparse", query_text="zeppelin harbour")
+    }
+    assert set(sparse) == {BOTH, SPARSE}
+    parts = [dbsf_normalised(dense), dbsf_normalised(sparse)]
+    want = {i: sum(part.get(i, 0.0) for part in parts) for i in dense}
+    hits = hybrid(store, fusion="dbsf")
+    assert [h.id for h in hits] == sorted(want, key=want.__getitem__, reverse=True)
+    assert hits[0].id == BOTH
+    assert {h.id: h.score for h in hits} == pytest.approx(want, abs=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "dbsf", "weighted"])
+def test_hybrid_score_threshold_applies_to_the_fused_score(store: VectorStore, fusion: str) -> None:
+    hybrid_corpus(store)
+    scores = [h.score for h in hybrid(store, fusion=fusion)]
+    cut = (scores[1] + scores[2]) / 2
+    hits = hybrid(store, fusion=fusion, score_threshold=cut)
+    assert [h.score for h in hits] == pytest.approx(scores[:2])
+
+
+def test_a_query_without_terms(store: VectorStore) -> None:
+    hybrid_corpus(store)
+    assert sparse_ids(store, "the of and") == []
+    # Hybrid: the BM25 arm finds nothing, so the dense arm alone is fused.
+    hits = store.search("c", unit(1, 0), 5, mode="hybrid", query_text="the", fusion="rrf")
+    assert [h.id for h in hits] == [DENSE, BOTH, FILLER, SPARSE, FAR]
+    hits = store.search("c", unit(1, 0), 5, mode="hybrid", query_text="", fusion="weighted")
+    assert [h.score for h in hits] == pytest.approx([0.5, 0.45, 0.3, 0.0, -0.5], abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", SPARSE_MODES)
+@pytest.mark.parametrize(
+    ("label", "flt", "expected"), FILTER_CASES, ids=[c[0] for c in FILTER_CASES]
+)
+def test_filters_apply_to_sparse_and_hybrid_search(
+    store: VectorStore, mode: str, label: str, flt: Filter, expected: Callable[[int], bool]
+) -> None:
+    store.create_collection("c", PROV)
+    points = docs(12)
+    store.upsert("c", points)
+    want = {pid(i) for i in range(12) if expected(i)}
+    # "alpha" is in every chunk, and the dense arm ranks every chunk: only the filter decides.
+    hits = store.search(
+        "c", points[0].vector, top_k=12, flt=flt, query_text="alpha", **mode_args(mode)
+    )
+    assert {h.id for h in hits} == want, label
+
+
+def test_delete_by_filter_removes_sparse_hits(store: VectorStore) -> None:
+    store.create_collection("c", PROV)
+    points = docs(12)
+    store.upsert("c", points)
+    store.delete("c", must(Match("doc_id", ("d0",))))
+    for mode in SPARSE_MODES:
+        hits = store.search("c", points[3].vector, 20, query_text="alpha item3", **mode_args(mode))
+        assert len(hits) == 8 and {h.payload["doc_id"] for h in hits} == {"d1", "d2"}, mode
+    assert sparse_ids(store, "item3") == []  # chunk 3 was d0's
+    assert sparse_ids(store, "item4") == [pid(4)]
+
+
+def test_reupsert_replaces_the_sparse_vector(store: VectorStore) -> None:
+    store.create_collection("c", PROV)
+    store.upsert("c", [Point(pid(1), unit(1), {"v": 1}, "zeppelin over the harbour")])
+    store.upsert("c", [Point(pid(2), unit(0, 1), {"v": 2}, "submarine under the sea")])
+    assert sparse_ids(store, "zeppelin") == [pid(1)]
+    store.upsert("c", [Point(pid(1), unit(1), {"v": 3}, "submarine in the harbour")])
+    assert sparse_ids(store, "zeppelin") == []
+    assert set(sparse_ids(store, "submarine")) == {pid(1), pid(2)}
+    (hit,) = store.search("c", None, 5, mode="sparse", query_text="harbour")
+    assert (hit.id, hit.payload) == (pid(1), {"v": 3})
+    # Without a text the point leaves sparse search, and stays in dense search.
+    store.upsert("c", [Point(pid(1), unit(1), {"v": 4})])
+    assert sparse_ids(store, "submarine harbour") == [pid(2)]
+    assert store.search("c", unit(1), 1)[0].payload == {"v": 4}
+    assert store.count("c") == 2
+
+
+def test_the_commit_flag_hides_uncommitted_sparse_hits(store: VectorStore) -> None:
+    store.create_collection("c", PROV)
+    store.upsert(
+        "c",
+        [
+            Point(pid(i), unit(1, i), {"doc_id": "a", "committed": False}, f"zeppelin part {i}")
+            for i in range(3)
+        ],
+    )
+    committed = must(Match("committed", (True,)))
+    for mode in MODES:
+        assert (
+            store.search("c", unit(1), 5, committed, query_text="zeppelin", **mode_args(mode)) == []
+        )
+    store.set_payload("c", must(Match("doc_id", ("a",))), {"committed": True})
+    for mode in MODES:
+        hits = store.search("c", unit(1), 5, committed, query_text="zeppelin", **mode_args(mode))
+        assert {h.id for h in hits} == {pid(0), pid(1), pid(2)}, mode
+        assert all(h.payload["committed"] is True for h in hits)
+
+
+def grouped_corpus(store: VectorStore) -> None:
+    """Document "big": 30 chunks that beat every other in both arms; s0..s4: one chunk each;
+    and the best chunk of all without a doc_id."""
+    store.create_collection("c", PROV)
+    big = [
+        Point(pid(i), unit(1, 0.01 * i), {"doc_id": "big", "n": i}, "zeppelin harbour zeppelin")
+        for i in range(30)
+    ]
+    small = [
+        Point(
+            pid(100 + j),
+            unit(1, 1 + j),
+            {"doc_id": f"s{j}", "n": j},
+            "zeppelin " + " ".join(f"word{w}" for w in range(j + 2)),
+        )
+        for j in range(5)
+    ]
+    orphan = Point(pid(200), unit(1, 0), {"n": -1}, "zeppelin harbour zeppelin")
+    store.upsert("c", [*big, *small, orphan])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_group_by_document_returns_the_best_chunk_of_top_k_documents(
+    store: VectorStore, mode: str
+) -> None:
+    grouped_corpus(store)
+    args = {"query_text": "zeppelin harbour", **mode_args(mode)}
+    plain = store.search("c", unit(1, 0), top_k=3, **args)
+    assert {h.payload.get("doc_id") for h in plain} <= {"big", None}  # one document crowds in
+    # The first round (4 chunks per wanted document) holds only "big": the search goes on.
+    hits = store.search("c", unit(1, 0), top_k=3, group_by_document=True, **args)
+    documents = [h.payload["doc_id"] for h in hits]
+    assert len(documents) == len(set(documents)) == 3
+    assert documents[0] == "big"
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # Exact: the first chunk of each of the first three documents in the complete ranking.
+    ranking = store.search("c", unit(1, 0), top_k=100, prefetch_limit=100, **args)
+    firsts: dict[str, str] = {}
+    for h in ranking:
+        if "doc_id" in h.payload:
+            firsts.setdefault(h.payload["doc_id"], h.id)
+    assert [h.id for h in hits] == list(firsts.values())[:3]
+    # Fewer documents than top_k: all of them, the chunk without a doc_id left out.
+    every = store.search("c", unit(1, 0), top_k=10, group_by_document=True, **args)
+    assert sorted(h.payload["doc_id"] for h in every) == ["big", "s0", "s1", "s2", "s3", "s4"]
+    # With a filter, over the documents it lets in.
+    flt = Filter(must_not=(Match("doc_id", ("big", "s0")),))
+    hits = store.search("c", unit(1, 0), top_k=2, flt=flt, group_by_document=True, **args)
+    assert len({h.payload["doc_id"] for h in hits}) == 2
+    assert not {h.payload["doc_id"] for h in hits} & {"big", "s0"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"mode": "fuzzy"}, "mode"),
+        ({"mode": "hybrid", "query_text": "x", "fusion": "max"}, "fusion"),
+        ({"mode": "sparse"}, "query_text"),
+        ({"mode": "hybrid"}, "query_text"),
+        ({"mode": "hybrid", "query_text": "x", "vector": None}, "vector"),
+        ({"vector": None}, "vector"),
+        ({"mode": "hybrid", "query_text": "x", "dense_weight": 0.3}, "dense_weight"),
+        ({"mode": "sparse", "query_text": "x", "dense_weight": 0.3}, "dense_weight"),
+        (
+            {"mode": "hybrid", "query_text": "x", "fusion": "weighted", "dense_weight": 1.5},
+            "dense_weight",
+        ),
+        ({"mode": "hybrid", "query_text": "x", "prefetch_limit": 0}, "prefetch_limit"),
+        ({"score_threshold": float("nan")}, "score_threshold"),
+        ({"group_by_document": "yes"}, "group_by_document"),
+        ({"mode": "sparse", "query_text": "x", "top_k": 0}, "top_k"),
+    ],
+)
+def test_invalid_search_arguments(store: VectorStore, kwargs: dict[str, Any], param: str) -> None:
+    hybrid_corpus(store)
+    call: dict[str, Any] = {"vector": unit(1), "top_k": 3, **kwargs}
+    with pytest.raises(InvalidRequest) as err:
+        store.search("c", **call)
+    assert err.value.param == param
+
+
+def test_prefetch_limit_bounds_the_candidates_of_each_arm(store: VectorStore) -> None:
+    hybrid_corpus(store)
+    # One candidate per arm: DENSE from the dense arm, BOTH from the BM25 arm.
+    hits = hybrid(store, fusion="rrf", prefetch_limit=1, top_k=1)
+    assert [h.id for h in hits] == [DENSE] or [h.id for h in hits] == [BOTH]
+    hits = store.search(
+        "c", unit(1, 0), 5, mode="hybrid", query_text="zeppelin harbour", prefetch_limit=1
+    )
+    # At least top_k candidates per arm are used, so top_k hits still come back.
+    assert len(hits) == 5
+
+
+def test_both_adapters_rank_and_score_alike(tmp_path: Path) -> None:
+    """The same points and queries give the same hits and scores on every adapter."""
+    rng = np.random.default_rng(11)
+    # Texts of different lengths and term counts, so that no two chunks tie in BM25 (the
+    # adapters may order ties differently, and RRF scores ranks).
+    points = [
+        Point(
+            pid(i),
+            rng.standard_normal(DIM).astype(np.float32),
+            {"doc_id": f"d{i % 4}", "n": i},
+            " ".join(["alpha"] * (1 + i % 3) + ["beta"] * (i % 4) + [f"w{j}" for j in range(i)]),
+        )
+        for i in range(30)
+    ]
+    stores = {name: make(tmp_path / name) for name, make in ADAPTERS.items()}
+    try:
+        for s in stores.values():
+            s.create_collection("c", PROV)
+            s.upsert("c", points)
+        for mode in MODES:
+            for query in ("alpha", "beta w3", "alpha beta w12"):
+                for grouped in (False, True):
+                    # Sorted by score, then id: RRF gives different chunks equal scores.
+                    results = [
+                        sorted(
+                            (-round(h.score, 4), h.id)
+                            for h in s.search(
+                                "c",
+                                points[5].vector,
+                                30,
+                                query_text=query,
+                                group_by_document=grouped,
+                                **mode_args(mode),
+                            )
+                        )
+                        for s in stores.values()
+                    ]
+                    assert results[0] == results[1], (mode, query, grouped)
+    finally:
+        for s in stores.values():
+            s.close()

@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
-from rag_appliance.store.base import Point, Provenance
+from rag_appliance.store.base import Bm25Config, Point, Provenance
 from rag_appliance.store.qdrant_server import QdrantServerStore
 from tests.unit.store.test_contract import DIM, PROV, calls, pid, unit
 
@@ -70,6 +70,7 @@ class FakeQdrantServer:
     def __init__(self) -> None:
         self.collections: dict[str, dict[str, Any]] = {}
         self.indexes: dict[str, dict[str, models.PayloadSchemaType]] = {}
+        self.sparse: dict[str, Any] = {}
         self.failures: dict[str, list[Exception]] = {}
         self.calls: list[str] = []
         self.stale_exists = 0
@@ -91,11 +92,14 @@ class FakeQdrantServer:
             return False
         return name in self.collections
 
-    def create_collection(self, name: str, vectors_config: Any, metadata: Any) -> bool:
+    def create_collection(
+        self, name: str, vectors_config: Any, metadata: Any, sparse_vectors_config: Any = None
+    ) -> bool:
         self._request("create_collection")
         if name in self.collections:
             raise already_exists(name)
         self.collections[name] = metadata
+        self.sparse[name] = sparse_vectors_config
         self.indexes[name] = {}
         return True
 
@@ -309,3 +313,65 @@ def test_from_url_builds_a_remote_client() -> None:
         3,  # whole seconds, rounded up
     )
     store.close()
+
+
+# -- BM25 sparse vectors ----------------------------------------------------------------------
+
+
+def test_bm25_config_lives_in_collection_metadata() -> None:
+    client = QdrantClient(":memory:")
+    german = Bm25Config(language="german", stopwords=False)
+    QdrantServerStore(client).create_collection("docs", PROV, bm25=german)
+    # Another replica reads the config back, and the collection has the IDF sparse vector.
+    assert QdrantServerStore(client).get_collection("docs").bm25 == german
+    config = client.get_collection("docs").config
+    assert (config.metadata or {})["rag_appliance"]["bm25"]["language"] == "german"
+    sparse = config.params.sparse_vectors or {}
+    assert sparse["bm25"].modifier == models.Modifier.IDF
+    QdrantServerStore(client).create_collection("dense", PROV, bm25=None)
+    assert not client.get_collection("dense").config.params.sparse_vectors
+
+
+def test_collections_from_before_sparse_vectors_stay_dense_only() -> None:
+    client = QdrantClient(":memory:")
+    # What this adapter wrote before BM25: an unnamed dense vector, metadata without "bm25".
+    client.create_collection(
+        "old",
+        vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),
+        metadata={
+            "rag_appliance": {
+                "format": 1,
+                "model": "test-model",
+                "dimension": DIM,
+                "distance": "cosine",
+                "document_prefix": "passage: ",
+                "created_at": "2024-01-01T00:00:00Z",
+            }
+        },
+    )
+    store = QdrantServerStore(client)
+    info = store.create_collection("old", PROV)  # the same model: no 409, nothing changes
+    assert (info.provenance, info.bm25, info.created_at) == (PROV, None, "2024-01-01T00:00:00Z")
+    store.upsert("old", [Point(pid(1), unit(1), {"a": 1}, text_for_sparse="zeppelin")])
+    assert store.search("old", unit(1), top_k=1)[0].id == pid(1)
+    with pytest.raises(InvalidRequest) as err:
+        store.search("old", unit(1), top_k=1, mode="sparse", query_text="zeppelin")
+    assert "'old'" in err.value.message
+
+
+def test_a_server_without_the_feature_refuses_by_name(
+    server: FakeQdrantServer, store: QdrantServerStore
+) -> None:
+    store.create_collection("docs", PROV)
+    assert server.sparse["docs"]["bm25"].modifier == models.Modifier.IDF
+    # Not recorded: the shape of a Qdrant 400, with a message an older server might give.
+    refusal = recorded(400, "Format error in JSON body: unknown variant `formula`")
+    server.fail("query_points", refusal)
+    with pytest.raises(InvalidRequest) as err:
+        store.search("docs", unit(1), top_k=3, mode="hybrid", query_text="x", fusion="dbsf")
+    assert "qdrant_server" in err.value.message and "unknown variant" in err.value.message
+    assert "'dbsf'" in err.value.message and err.value.param == "fusion"
+    # A dense search's 400 is not about these features: it propagates as before.
+    server.fail("query_points", refusal)
+    with pytest.raises(UnexpectedResponse):
+        store.search("docs", unit(1), top_k=3)
