@@ -1,4 +1,4 @@
-"""Command line: rag-appliance serve | index PATH... | search QUERY | eval --dataset DIR."""
+"""Command line: rag-appliance serve | index PATH... | search QUERY | upgrade-sparse | eval."""
 
 from __future__ import annotations
 
@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=5, help="hits to show")
     search.add_argument("--filter", help='metadata filter as JSON, e.g. \'{"lang": "en"}\'')
 
+    upgrade = sub.add_parser(
+        "upgrade-sparse",
+        parents=[common],
+        help="give a dense-only collection BM25 sparse vectors from its stored text (in-process)",
+    )
+    upgrade.add_argument("--collection", required=True, help="collection to upgrade")
+
     evaluate = sub.add_parser(
         "eval", parents=[common], help="index a BEIR dataset and print retrieval metrics"
     )
@@ -54,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--exact", action="store_true", help="also rank by exact numpy search, as a reference"
     )
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
     return parser
 
 
@@ -110,13 +118,15 @@ async def _local(args: argparse.Namespace, settings: Any) -> int:
     if args.command == "index":
         meta = _json_arg(args.metadata, "metadata") or {}
         return await local_commands.index_command(settings, args.paths, args.collection, meta)
+    if args.command == "upgrade-sparse":
+        return await local_commands.upgrade_sparse_command(settings, args.collection)
     if args.command == "search":
         flt = _json_arg(args.filter, "filter")
         return await local_commands.search_command(
             settings, args.query, args.collection, args.top_k, flt
         )
     return await local_commands.eval_command(
-        settings, args.dataset, args.collection, args.k, args.exact
+        settings, args.dataset, args.collection, args.k, args.exact, args.json
     )
 
 

@@ -1,4 +1,4 @@
-"""CLI commands that run the engines in-process: index, search, eval."""
+"""CLI commands that run the engines in-process: index, search, upgrade-sparse, eval."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
@@ -122,80 +120,95 @@ async def search_command(
     return 0
 
 
+async def upgrade_sparse_command(settings: Settings, collection: str) -> int:
+    """Give a dense-only collection BM25 sparse vectors from its stored chunk text."""
+    from tqdm import tqdm
+
+    async with running(settings) as services:
+        collections = services.require_collections()
+        info, _ = await collections.get(collection)
+        if info.bm25 is not None:
+            print(f"collection '{collection}' already has BM25 sparse vectors; nothing to do")
+            return 0
+        started = time.perf_counter()
+        with tqdm(total=info.points_count, unit="chunk", desc=f"upgrading {collection}") as bar:
+            info = await collections.enable_sparse(collection, progress=bar.update)
+    assert info.bm25 is not None
+    print(
+        f"collection '{collection}': BM25 sparse vectors ({info.bm25.language}) for "
+        f"{info.points_count} chunks in {time.perf_counter() - started:.1f}s; "
+        "sparse and hybrid search are on"
+    )
+    return 0
+
+
 async def eval_command(
-    settings: Settings, dataset: Path, collection: str, k: int, exact: bool
+    settings: Settings,
+    dataset: Path,
+    collection: str,
+    k: int,
+    exact: bool,
+    json_path: Path | None = None,
 ) -> int:
-    """Index a BEIR folder, search every judged query, print nDCG@k, Recall@k, MRR@k."""
+    """Index a BEIR folder and compare every search mode on its judged queries (nDCG, R, MRR)."""
     from tqdm import tqdm
 
     from rag_appliance.ingest.pipeline import Document
-    from rag_appliance.retrieval.evaluation import load_beir, metrics_at_k
+    from rag_appliance.retrieval.compare import compare
+    from rag_appliance.retrieval.evaluation import load_beir
 
     data = load_beir(dataset)
     async with running(settings) as services:
         pipeline = services.require_pipeline()
-        docs = [Document(text, id=doc_id, source=doc_id) for doc_id, text in data.corpus.items()]
+        docs = [
+            Document(
+                data.bodies[doc_id] or data.corpus[doc_id],
+                id=doc_id,
+                source=doc_id,
+                metadata={"title": data.titles[doc_id]} if data.titles.get(doc_id) else {},
+            )
+            for doc_id in data.corpus
+        ]
         with tqdm(total=len(docs), unit="doc", desc="indexing corpus") as bar:
             for start in range(0, len(docs), 256):
                 await pipeline.index(collection, docs[start : start + 256])
                 bar.update(len(docs[start : start + 256]))
-        retriever = services.require_retriever()
-        judged = [q for q in data.qrels if q in data.queries]
-        # Several chunks of one document may rank: fetch extra so that k distinct documents remain.
-        depth = min(k * 5, services.settings.search.max_top_k)
-        ranked: dict[str, list[str]] = {}
-        for qid in tqdm(judged, unit="query", desc="searching"):
-            hits = await retriever.search(collection, data.queries[qid], depth)
-            ranked[qid] = [h.doc_id for h in hits]
-        scores = metrics_at_k(ranked, data.qrels, k)
-        rows = {"appliance search": scores}
-        if exact:
-            rows["exact numpy search"] = metrics_at_k(
-                await exact_ranking(services, collection, data.queries, judged, depth),
-                data.qrels,
-                k,
-            )
-    print(f"{len(data.corpus)} documents, {len(judged)} judged queries, collection '{collection}'")
-    names = list(scores)
-    print(f"{'':<20}" + "".join(f"{n:>12}" for n in names))
-    for label, row in rows.items():
-        print(f"{label:<20}" + "".join(f"{100 * row[n]:>12.2f}" for n in names))
-    print(json.dumps({label: row for label, row in rows.items()}))
-    return 0
-
-
-async def exact_ranking(
-    services: Services, collection: str, queries: dict[str, str], qids: list[str], depth: int
-) -> dict[str, list[str]]:
-    """Brute-force cosine ranking with numpy over the collection's own chunks (a reference)."""
-    from rag_appliance.embedding.service import EmbedParams
-
-    collections = services.require_collections()
-    store = collections.store
-    texts: list[str] = []
-    owners: list[str] = []
-    cursor: str | None = None
-    while True:
-        records, cursor = await asyncio.to_thread(
-            store.scroll, collection, collections.visible(), 1000, cursor
+        rows = await compare(
+            services.require_retriever(),
+            collection,
+            data,
+            k,
+            exact=services.embedding if exact else None,
+            contextual=settings.ingest.contextual_chunks,
         )
-        texts += [r.payload["text"] for r in records]
-        owners += [r.payload["doc_id"] for r in records]
-        if cursor is None:
-            break
-    embed = services.embedding.embed
-    docs = np.concatenate(
-        [
-            (await embed(EmbedParams(inputs=texts[i : i + 256], input_type="document"))).vectors
-            for i in range(0, len(texts), 256)
-        ]
-    )
-    query_vecs = (
-        await embed(EmbedParams(inputs=[queries[q] for q in qids], input_type="query"))
-    ).vectors
-    scores = query_vecs @ docs.T
-    ranked: dict[str, list[str]] = {}
-    for row, qid in enumerate(qids):
-        order = np.argsort(-scores[row], kind="stable")[:depth]
-        ranked[qid] = [owners[i] for i in order]
-    return ranked
+    judged = sum(1 for q in data.qrels if q in data.queries)
+    print(f"{len(data.corpus)} documents, {judged} judged queries, collection '{collection}'")
+    names = next((list(r.metrics) for r in rows if r.metrics), [])
+    print(f"{'':<22}" + "".join(f"{n:>12}" for n in names))
+    for row in rows:
+        cells = (
+            "".join(f"{100 * row.metrics[n]:>12.2f}" for n in names)
+            if row.metrics
+            else f"  ({row.note})"
+        )
+        print(f"{row.label:<22}{cells}")
+    result = {
+        "dataset": str(dataset),
+        "documents": len(data.corpus),
+        "queries": judged,
+        "k": k,
+        "settings": {
+            "model": settings.embedding.model,
+            "default_mode": settings.search.mode,
+            "default_fusion": settings.search.fusion,
+            "contextual_chunks": settings.ingest.contextual_chunks,
+            "bm25": settings.ingest.bm25.model_dump(),
+            "chunk_max_tokens": settings.ingest.chunk_max_tokens,
+        },
+        "rows": {row.label: row.metrics for row in rows if row.metrics},
+    }
+    if json_path is not None:
+        text = json.dumps(result, indent=2) + "\n"
+        await asyncio.to_thread(json_path.write_text, text, encoding="utf-8")
+    print(json.dumps(result["rows"]))
+    return 0

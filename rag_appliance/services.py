@@ -16,7 +16,7 @@ from rag_appliance.observability import Metrics
 from rag_appliance.rerank.service import Reranker
 from rag_appliance.retrieval.retriever import Retriever
 from rag_appliance.settings import Settings
-from rag_appliance.store.base import VectorStore
+from rag_appliance.store.base import Bm25Config, VectorStore
 from rag_appliance.store.registry import build_store as build_store  # re-exported
 
 if TYPE_CHECKING:
@@ -48,10 +48,20 @@ class Services:
         self.collections: CollectionService | None = None
         if store is not None and tokenizer is not None:
             # One CollectionService: ingestion and retrieval share its provenance checks.
-            self.collections = CollectionService(store, embedding.profile)
+            bm25s = settings.ingest.bm25
+            bm25 = (
+                Bm25Config(bm25s.language, bm25s.stemming, bm25s.stopwords)
+                if bm25s.enabled
+                else None
+            )
+            self.collections = CollectionService(store, embedding.profile, bm25=bm25)
             self.pipeline = IndexPipeline(embedding, self.collections, tokenizer, settings.ingest)
             self.retriever = Retriever(
-                embedding, self.collections, settings.search, self.metrics.observe_retrieval
+                embedding,
+                self.collections,
+                settings.search,
+                self.metrics.observe_retrieval,
+                reranker,
             )
         self.generator = generator
         self.reranker = reranker  # None: no rerank.model configured

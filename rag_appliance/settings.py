@@ -127,6 +127,17 @@ class StoreSettings(_Section):
         return self
 
 
+class Bm25Settings(_Section):
+    """How new collections tokenise text for their BM25 sparse vectors (fixed per collection)."""
+
+    enabled: bool = Field(True, description="Give new collections BM25 sparse vectors.")
+    language: str = Field(
+        "english", description="Stopword list and Snowball stemmer, e.g. 'english', 'german'."
+    )
+    stemming: bool = Field(True, description="Stem terms (Snowball) before indexing.")
+    stopwords: bool = Field(True, description="Drop the language's stopwords.")
+
+
 class IngestSettings(_Section):
     """Chunking and ingestion limits."""
 
@@ -144,6 +155,14 @@ class IngestSettings(_Section):
     embed_batch: int = Field(
         256, ge=1, description="Chunks per embedding call and per store upsert while indexing."
     )
+    contextual_chunks: bool = Field(
+        True,
+        description="Embed and BM25-index each chunk with its document's title in front (the "
+        "stored chunk text stays exact); measured in docs/retrieval.md.",
+    )
+    bm25: Bm25Settings = Field(
+        default_factory=Bm25Settings, description="BM25 tokenisation of new collections."
+    )
 
     @model_validator(mode="after")
     def _check_overlap(self) -> IngestSettings:
@@ -157,6 +176,22 @@ class SearchSettings(_Section):
 
     default_top_k: int = Field(5, ge=1, description="Hits returned when top_k is not given.")
     max_top_k: int = Field(100, ge=1, description="Largest accepted top_k.")
+    mode: Literal["hybrid", "dense", "sparse"] = Field(
+        "hybrid",
+        description="Default search mode for /v1/search, chat and the UI; collections without "
+        "sparse vectors always search 'dense' unless a request asks otherwise.",
+    )
+    fusion: Literal["rrf", "dbsf", "weighted"] = Field(
+        "dbsf",
+        description="How hybrid search fuses the dense and BM25 arms in the engine "
+        "(measured in docs/retrieval.md).",
+    )
+    dense_weight: float = Field(
+        0.5, ge=0, le=1, description="Weight of the dense arm in 'weighted' fusion."
+    )
+    prefetch_limit: int | None = Field(
+        None, ge=1, description="Candidates per arm before fusion (default: the store's)."
+    )
 
 
 class RerankSettings(_Section):

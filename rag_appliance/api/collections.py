@@ -22,6 +22,9 @@ def _collection(info: CollectionInfo, documents: int) -> dict[str, Any]:
         "points": info.points_count,
         "created_at": info.created_at,
         "provenance": asdict(info.provenance),
+        # BM25 sparse vectors (sparse and hybrid search); false for a dense-only collection.
+        "sparse": info.bm25 is not None,
+        "bm25": None if info.bm25 is None else asdict(info.bm25),
     }
 
 
@@ -44,6 +47,19 @@ async def delete_collection(name: str, services: ServicesDep) -> Response:
     """Drop a collection and its data."""
     await services.require_collections().delete(name)
     return json_response({"id": name, "object": "collection", "deleted": True})
+
+
+@router.post("/v1/collections/{name}/sparse", response_class=Response)
+async def enable_sparse(name: str, services: ServicesDep) -> Response:
+    """Give a dense-only collection BM25 sparse vectors from its stored chunk text, in place.
+
+    Nothing is re-embedded; the collection serves searches and writes meanwhile, and the call
+    returns when it is done (seconds to minutes). A collection that has them is left as it is.
+    """
+    collections = services.require_collections()
+    await collections.enable_sparse(name)
+    info, documents = await collections.get(name)
+    return json_response(_collection(info, documents))
 
 
 @router.get("/v1/collections/{name}/documents", response_class=Response)

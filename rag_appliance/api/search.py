@@ -15,16 +15,24 @@ router = APIRouter()
 
 @router.post("/v1/search", response_class=Response)
 async def search(body: SearchRequest, services: ServicesDep) -> Response:
-    """Semantic search over a collection's fully indexed chunks."""
+    """Dense, BM25 or hybrid search over a collection's fully indexed chunks."""
     retriever = services.require_retriever()
-    hits = await retriever.search(
-        body.collection, body.query, body.top_k, body.filter, body.score_threshold
+    result = await retriever.run(
+        body.collection,
+        body.query,
+        body.top_k,
+        body.filter,
+        body.score_threshold,
+        options=body.options(),
     )
     return json_response(
         {
             "object": "list",
             "collection": body.collection,
             "model": retriever.embedding.served_name,
-            "data": [asdict(h) for h in hits],
+            "mode": result.mode,
+            "fusion": result.fusion,
+            "reranked": result.reranked,
+            "data": [asdict(h) for h in result.hits],
         }
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rag_appliance.generation.base import Message, StructuredOutput
+from rag_appliance.store.base import SearchMode
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class RetrievalOptions:
     top_k: int | None = None
     filter: dict[str, Any] | None = None
     score_threshold: float | None = None
+    mode: SearchMode | None = None  # as /v1/search: None is the same default
+    rerank: bool | None = None
 
 
 @dataclass(frozen=True)

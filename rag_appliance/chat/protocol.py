@@ -97,6 +97,12 @@ class RagOptions(BaseModel):
     top_k: int | None = Field(None, ge=1, le=50, description="Chunks to retrieve.")
     filter: dict[str, Any] | None = Field(None, description="Metadata filter, as /v1/search.")
     score_threshold: float | None = Field(None, description="Drop chunks scoring below this.")
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None, description="Search mode, as /v1/search (default: the same as /v1/search)."
+    )
+    rerank: bool | None = Field(
+        None, description="Rerank with the cross-encoder (default: when one is configured)."
+    )
 
 
 class ChatCompletionRequest(BaseModel):

@@ -13,7 +13,7 @@ from rag_appliance.chat.params import ChatParams, RetrievalOptions
 from rag_appliance.chat.prompt import last_user_text, pack, with_context
 from rag_appliance.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from rag_appliance.generation.base import Delta, Generator, Message, SamplingParams
-from rag_appliance.retrieval.retriever import Retriever, SearchHit
+from rag_appliance.retrieval.retriever import Retriever, SearchHit, SearchOptions
 from rag_appliance.settings import GenerationSettings, RagSettings
 
 
@@ -125,6 +125,8 @@ class ChatService:
             options.filter,
             options.score_threshold,
             param_prefix="rag.",
+            # The same defaults as /v1/search: chat, the UI and search never disagree.
+            options=SearchOptions(mode=options.mode, rerank=options.rerank),
         )
         conversation = len(self.generator.chat_prompt(params.messages))
         room = budget.passages(conversation, self.rag.context_share)

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rag_appliance.embedding.models import ModelProfile
 from rag_appliance.errors import CollectionNotFound, Conflict
-from rag_appliance.store.base import CollectionInfo, Filter, Match, Provenance, Range, VectorStore
+from rag_appliance.store.base import (
+    DEFAULT_BM25,
+    Bm25Config,
+    CollectionInfo,
+    Filter,
+    Match,
+    Provenance,
+    Range,
+    VectorStore,
+)
 
 # Set on a document's chunks once all of them have landed: only these are searched and listed.
 COMMITTED = Match("committed", (True,))
@@ -52,12 +61,18 @@ class CollectionService:
     """Creates, checks, lists and deletes collections and their documents for the served model."""
 
     def __init__(
-        self, store: VectorStore, profile: ModelProfile, check_ttl_s: float = CHECK_TTL_S
+        self,
+        store: VectorStore,
+        profile: ModelProfile,
+        check_ttl_s: float = CHECK_TTL_S,
+        bm25: Bm25Config | None = DEFAULT_BM25,
     ) -> None:
         self.store = store
         self.provenance = served_provenance(profile)
+        self.bm25 = bm25  # what new collections get (None: dense only)
         self._ttl = check_ttl_s
         self._checked: dict[str, float] = {}  # name -> when its passed check expires
+        self._sparse: dict[str, bool] = {}  # name -> has BM25 vectors (fixed at creation)
 
     async def ensure(self, name: str) -> None:
         """Create the collection for the served model; 409 when it holds other vectors."""
@@ -67,7 +82,10 @@ class CollectionService:
         except CollectionNotFound:
             pass
         try:
-            await asyncio.to_thread(self.store.create_collection, name, self.provenance)
+            info = await asyncio.to_thread(
+                self.store.create_collection, name, self.provenance, bm25=self.bm25
+            )
+            self._sparse[name] = info.bm25 is not None
         except Conflict:  # created meanwhile with other vectors: answer with the one message
             await self.check(name)
             raise
@@ -80,7 +98,35 @@ class CollectionService:
         info = await asyncio.to_thread(self.store.get_collection, name)
         if info.provenance != self.provenance:
             raise self._conflict(name, info.provenance)
+        self._sparse[name] = info.bm25 is not None
         self._remember(name)
+
+    async def has_sparse(self, name: str) -> bool:
+        """Whether the collection has BM25 vectors (after the usual 404/409 check)."""
+        await self.check(name)
+        if name not in self._sparse:  # checked before this process learnt it
+            info = await asyncio.to_thread(self.store.get_collection, name)
+            self._sparse[name] = info.bm25 is not None
+        return self._sparse[name]
+
+    async def enable_sparse(
+        self, name: str, progress: Callable[[int], None] | None = None
+    ) -> CollectionInfo:
+        """Give a collection of the served model BM25 vectors from its chunks' stored text, in
+        place (no-op when it has them); 404/409 first, as for any write."""
+        self._checked.pop(name, None)
+        await self.check(name)
+        # What new collections get (English defaults when BM25 is off for new collections).
+        config = self.bm25 if self.bm25 is not None else DEFAULT_BM25
+        try:
+            info = await asyncio.to_thread(
+                self.store.enable_sparse, name, config, progress=progress
+            )
+        finally:
+            self._checked.pop(name, None)
+            self._sparse.pop(name, None)
+        self._sparse[name] = info.bm25 is not None
+        return info
 
     def visible(self, conditions: Sequence[Match | Range] = ()) -> Filter:
         """A filter for these conditions over fully indexed (committed) chunks only."""
@@ -104,6 +150,7 @@ class CollectionService:
     async def delete(self, name: str) -> None:
         """Drop a collection and all its points; 404 when missing."""
         self._checked.pop(name, None)
+        self._sparse.pop(name, None)
         await asyncio.to_thread(self.store.get_collection, name)
         await asyncio.to_thread(self.store.delete_collection, name)
 

@@ -127,8 +127,12 @@ class IndexPipeline:
         seen: dict[str, _Pending] = {}
         for doc in documents:
             doc_id = doc.id or doc_id_from_content(doc.text)
-            # The chunking parameters are part of what was indexed: changing them re-indexes.
-            digest = content_hash(f"{params.max_tokens}:{params.overlap_tokens}:{doc.text}")
+            # What the chunks are indexed with is part of what was indexed: chunking parameters
+            # and the contextual title; changing either re-indexes.
+            context = self._context(doc)
+            digest = content_hash(
+                f"{params.max_tokens}:{params.overlap_tokens}:{context!r}:{doc.text}"
+            )
             chunks = chunk_text(doc.text, self.tokenizer, params)
             seen[doc_id] = _Pending(doc, doc_id, digest, chunks)  # last one of an id wins
         return list(seen.values())
@@ -156,14 +160,16 @@ class IndexPipeline:
         flat = [(item, chunk) for item in todo for chunk in item.chunks]
         for start in range(0, len(flat), batch):
             part = flat[start : start + batch]
-            vectors = await self._embed([chunk.text for _, chunk in part])
+            texts = [contextual_text(self._context(item.doc), chunk.text) for item, chunk in part]
+            vectors = await self._embed(texts)
             points = [
                 Point(
                     id=stable_chunk_id(item.doc_id, chunk.index),
                     vector=vector,
                     payload=_payload(item, chunk, now),
+                    text_for_sparse=text,
                 )
-                for (item, chunk), vector in zip(part, vectors, strict=True)
+                for (item, chunk), vector, text in zip(part, vectors, texts, strict=True)
             ]
             await asyncio.to_thread(self.store.upsert, collection, points)
             if progress:
@@ -178,6 +184,9 @@ class IndexPipeline:
         await asyncio.to_thread(
             self.store.set_payload, collection, doc_filter(*ids), {"committed": True}
         )
+
+    def _context(self, doc: Document) -> str | None:
+        return chunk_context(doc.metadata, self.settings.contextual_chunks)
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         # Bulk indexing shares the engine with live traffic: wait for room instead of failing.
@@ -208,3 +217,14 @@ def _payload(item: _Pending, chunk: Chunk, now: str) -> dict[str, Any]:
         "indexed_at": now,
         "committed": False,
     }
+
+
+def chunk_context(metadata: dict[str, Any], enabled: bool) -> str | None:
+    """The title a document's chunks are indexed with (None: off, or the document has none)."""
+    title = metadata.get("title") if enabled else None
+    return (title.strip() or None) if isinstance(title, str) else None
+
+
+def contextual_text(context: str | None, text: str) -> str:
+    """The text a chunk is embedded and BM25-indexed with: its document's title, then itself."""
+    return text if not context else f"{context}\n\n{text}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_appliance.ingest.pipeline import DocResult, Document
+from rag_appliance.retrieval.retriever import SearchOptions
 
 COLLECTION = Field(description="Target collection (created on first index).", min_length=1)
 
@@ -95,4 +96,26 @@ class SearchRequest(BaseModel):
         description='Metadata filter: {"key": value | [values] | {"gte": n, "lt": n}};'
         ' "doc_id" and "source" address those fields.',
     )
-    score_threshold: float | None = Field(None, description="Drop hits scoring below this.")
+    score_threshold: float | None = Field(
+        None, description="Drop hits whose first-stage score (see `mode`) is below this."
+    )
+    mode: Literal["dense", "sparse", "hybrid"] | None = Field(
+        None,
+        description="dense (cosine), sparse (BM25) or hybrid (both, fused in the engine); "
+        "default: search.mode for collections with BM25 vectors, else dense.",
+    )
+    fusion: Literal["rrf", "dbsf", "weighted"] | None = Field(
+        None, description="Hybrid fusion (default: search.fusion)."
+    )
+    group_by_document: bool = Field(
+        False, description="Return top_k distinct documents, the best chunk of each."
+    )
+    rerank: bool | None = Field(
+        None,
+        description="Rerank candidates with the cross-encoder (default: when rerank.model is "
+        "configured); scores are then its relevance scores.",
+    )
+
+    def options(self) -> SearchOptions:
+        """The retriever's options."""
+        return SearchOptions(self.mode, self.fusion, self.group_by_document, self.rerank)

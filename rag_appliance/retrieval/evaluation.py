@@ -6,7 +6,7 @@ import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -17,15 +17,22 @@ class BeirDataset:
     corpus: dict[str, str]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    titles: dict[str, str] = field(default_factory=dict)  # id -> title (may be empty)
+    bodies: dict[str, str] = field(default_factory=dict)  # id -> text without the title
 
 
 def load_beir(folder: Path, split: str = "test") -> BeirDataset:
     """Read corpus.jsonl, queries.jsonl and qrels/<split>.tsv; documents are title + ' ' + text."""
     corpus: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    bodies: dict[str, str] = {}
     for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            corpus[str(row["_id"])] = f"{row.get('title', '')} {row.get('text', '')}".strip()
+            doc_id = str(row["_id"])
+            titles[doc_id] = str(row.get("title") or "").strip()
+            bodies[doc_id] = str(row.get("text") or "").strip()
+            corpus[doc_id] = f"{titles[doc_id]} {bodies[doc_id]}".strip()
     queries: dict[str, str] = {}
     for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines():
         if line.strip():
@@ -37,7 +44,7 @@ def load_beir(folder: Path, split: str = "test") -> BeirDataset:
             grade = int(row["score"])
             if grade > 0:
                 qrels.setdefault(row["query-id"], {})[row["corpus-id"]] = grade
-    return BeirDataset(corpus, queries, qrels)
+    return BeirDataset(corpus, queries, qrels, titles, bodies)
 
 
 def metrics_at_k(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -152,4 +152,13 @@ class VectorStore(Protocol):
     def scroll(
         self, name: str, flt: Filter | None, limit: int, offset: str | None = None
     ) -> tuple[list[Record], str | None]: ...
+    # Gives a dense-only collection BM25 vectors computed from its points' payload "text", in
+    # place (no-op when it has them); `progress` gets the number of points done, page by page.
+    def enable_sparse(
+        self,
+        name: str,
+        bm25: Bm25Config = DEFAULT_BM25,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> CollectionInfo: ...
     def close(self) -> None: ...

@@ -38,6 +38,7 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 import qdrant_edge as qe
 
@@ -86,6 +87,16 @@ def shard_config(dimension: int, threshold: int, sparse: bool = False) -> qe.Edg
     )
 
 
+def spawn_optimizer(shard_dir: Path) -> subprocess.Popen[bytes]:
+    """The niced child process that runs optimize() on the (closed) shard at `shard_dir`."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _BUILD_SCRIPT, str(shard_dir), str(os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def dense_indexed(shard: qe.EdgeShard) -> int:
     """Dense vectors in HNSW segments of a shard with BM25 vectors, just after it was built.
 
@@ -120,9 +131,17 @@ class IndexBuilder:
         # Counted on the shard when it was built: the shard's own count includes sparse vectors.
         return c.indexed_points
 
+    def open(self, c: EdgeCollection) -> qe.EdgeShard:
+        """The collection's live shard, loaded on first use (collection lock held, not closed)."""
+        if c.shard is None:
+            c.shard = qe.EdgeShard.load(str(c.shard_dir), self.config(c))
+            self.maybe_start(c, c.shard)
+        return c.shard
+
     def maybe_start(self, c: EdgeCollection, shard: qe.EdgeShard) -> None:
         """Start a build if enough points are outside HNSW (collection lock held)."""
-        if self.threshold == 0 or c.builder is not None or c.closed:
+        # Not during enable_sparse: it owns the journal, and its new shard gets its own build.
+        if self.threshold == 0 or c.builder is not None or c.closed or c.upgrading is not None:
             return
         points = shard.info().points_count
         unindexed = points - self.indexed(c, shard)
@@ -160,13 +179,7 @@ class IndexBuilder:
                 indexed_before = self.indexed(c, c.shard)
                 shutil.copytree(c.shard_dir, build_dir)
                 c.journal = deque()
-                c.proc = subprocess.Popen(
-                    [sys.executable, "-c", _BUILD_SCRIPT, str(build_dir), str(os.getpid())],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
-                proc = c.proc
+                c.proc = proc = spawn_optimizer(build_dir)
             copied = time.monotonic()
             log.info(
                 "collection %s: building the HNSW index (snapshot took %.2f s)",

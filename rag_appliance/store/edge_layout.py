@@ -9,10 +9,11 @@ Layout under the store's `path`::
     collections/.trash-<hex>/      a collection being deleted (renamed first, then removed)
 
 collection.json is the commit point of every change to a collection's files: it is written
-last when a collection is created and replaced atomically (os.replace) when an index build
-swaps in a new shard, so a crash at any step leaves one complete live shard. Whatever it does
-not name (an interrupted build, the shard a finished build replaced, a create that died before
-writing it, a delete that died before its rmtree) is deleted when the store opens (`scan`).
+last when a collection is created and replaced atomically (os.replace) when an index build or
+enable_sparse swaps in a new shard, so a crash at any step leaves one complete live shard.
+Whatever it does not name (an interrupted build or enable_sparse, the shard a finished one
+replaced, a create that died before writing it, a delete that died before its rmtree) is
+deleted when the store opens (`scan`).
 """
 
 from __future__ import annotations
@@ -67,12 +68,18 @@ class EdgeCollection:
     lock: threading.RLock = field(default_factory=threading.RLock)
     closed: bool = False
     unflushed: int = 0
-    # While an index build runs: writes applied since its snapshot, to replay on the new shard.
+    # While an index build or enable_sparse runs: writes since its snapshot, to replay on the
+    # new shard.
     journal: deque[qe.UpdateOperation] | None = None
     builder: threading.Thread | None = None
     proc: subprocess.Popen[bytes] | None = None
     # No new build before the shard holds this many points (stops retrying a useless build).
     next_build_at: int = 0
+    # While enable_sparse copies the shard: the BM25 config the journal's upserts carry (see
+    # edge_upgrade); no index build starts meanwhile, so the two never share the journal.
+    upgrading: Bm25Config | None = None
+    # Held by enable_sparse for its whole run: one upgrade of a collection at a time.
+    upgrade_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def shard_dir(self) -> Path:
@@ -181,7 +188,7 @@ def scan(collections: Path) -> dict[str, EdgeCollection]:
             continue
         for stale in entry.iterdir():
             if stale.name not in (META, c.shard_name):
-                # An interrupted index build, or the shard a finished build replaced.
+                # An interrupted index build or upgrade, or the shard a finished one replaced.
                 if stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
                 else:

@@ -1,7 +1,8 @@
 """The embedded store: the Qdrant engine in-process (qdrant-edge), one EdgeShard per collection.
 
 The files (layout, collection.json, the store lock, crash cleanup) are edge_layout's; the
-background HNSW builds are edge_hnsw's. This module is the VectorStore over them.
+background HNSW builds are edge_hnsw's; enable_sparse's copy of a shard is edge_upgrade's. This
+module is the VectorStore over them.
 
 Durability: every update is in the shard's write-ahead log before `update` returns, and the WAL
 is written through the page cache, so an acknowledged upsert survives the process being
@@ -23,7 +24,7 @@ import contextlib
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,7 +32,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from rag_appliance.errors import CollectionNotFound, InvalidRequest, ServiceUnavailable
-from rag_appliance.store import edge_layout
+from rag_appliance.store import edge_layout, edge_upgrade
 from rag_appliance.store.base import (
     BOOL_INDEXES,
     DEFAULT_BM25,
@@ -173,15 +174,19 @@ class QdrantEdgeStore:
         if not points:
             return
         vectors = matrix(points, c.provenance.dimension, name).tolist()
-        try:
-            batch = [
-                qe.Point(point_id(p.id), self._vectors(c, p, v), check_payload(p.payload))
-                for p, v in zip(points, vectors, strict=True)
-            ]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidRequest(f"invalid point payload: {exc}", param="payload") from None
+        # BM25 outside the lock, checked under it: enable_sparse may start or end meanwhile.
+        config, upgrading = c.bm25, c.upgrading
+        batch = _batch(points, vectors, config)
+        upgraded = None if upgrading is None else _batch(points, vectors, upgrading)
         with self._shard(name) as (c, shard):
-            self._apply(c, shard, qe.UpdateOperation.upsert_points(batch), len(batch))
+            if c.bm25 != config:  # enable_sparse swapped the shard in
+                batch = _batch(points, vectors, c.bm25)
+            if c.upgrading != upgrading:
+                upgraded = None if c.upgrading is None else _batch(points, vectors, c.upgrading)
+            op = qe.UpdateOperation.upsert_points(batch)
+            # While enable_sparse copies the shard, its journal gets the points with BM25.
+            journalled = None if upgraded is None else qe.UpdateOperation.upsert_points(upgraded)
+            self._apply(c, shard, op, len(batch), journalled=journalled)
             self._index.maybe_start(c, shard)
 
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
@@ -265,6 +270,22 @@ class QdrantEdgeStore:
         page = [Record(str(r.id), r.payload or {}) for r in records]
         return page, None if next_id is None else str(next_id)
 
+    def enable_sparse(
+        self,
+        name: str,
+        bm25: Bm25Config = DEFAULT_BM25,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> CollectionInfo:
+        """Give a dense-only collection BM25 vectors from its points' payload "text", in place
+        (no-op when it has them); see edge_upgrade. Reads and writes go on meanwhile."""
+        check_bm25(bm25)
+        c = self._get(name)
+        with c.upgrade_lock:
+            if c.bm25 is None:
+                edge_upgrade.upgrade(c, self._index, bm25, progress)
+        return self.get_collection(name)
+
     def close(self) -> None:
         """Stop index builds, flush and close every shard, and release the store."""
         with self._lock:
@@ -315,10 +336,7 @@ class QdrantEdgeStore:
         with c.lock:
             if c.closed:  # deleted or closed after _get
                 raise not_found(name)
-            if c.shard is None:
-                c.shard = qe.EdgeShard.load(str(c.shard_dir), self._index.config(c))
-                self._index.maybe_start(c, c.shard)
-            yield c, c.shard
+            yield c, self._index.open(c)
 
     def _create(
         self, name: str, provenance: Provenance, bm25_config: Bm25Config | None
@@ -349,24 +367,20 @@ class QdrantEdgeStore:
         c.shard = shard
         return c
 
-    @staticmethod
-    def _vectors(c: EdgeCollection, point: Point, dense: list[float]) -> qe.Vector:
-        """The point's dense vector, and its BM25 vector if the collection has one."""
-        if c.bm25 is None:
-            return dense
-        sparse = document_vector(c.bm25, point.text_for_sparse)
-        if sparse is None:
-            return dense
-        return {"": dense, SPARSE: sparse}
-
     def _apply(
-        self, c: EdgeCollection, shard: qe.EdgeShard, op: qe.UpdateOperation, n: int
+        self,
+        c: EdgeCollection,
+        shard: qe.EdgeShard,
+        op: qe.UpdateOperation,
+        n: int,
+        *,
+        journalled: qe.UpdateOperation | None = None,
     ) -> None:
-        """Apply a write (collection lock held), journal it for a running index build, and
-        flush now and then."""
+        """Apply a write (collection lock held), journal it (or `journalled`, its form for the
+        new shard) for a running index build or upgrade, and flush now and then."""
         shard.update(op)
         if c.journal is not None:
-            c.journal.append(op)
+            c.journal.append(op if journalled is None else journalled)
         c.unflushed += n
         if c.unflushed >= _FLUSH_POINTS:
             shard.flush()
@@ -380,6 +394,29 @@ class QdrantEdgeStore:
         if c.shard is not None:
             c.shard.close()
             c.shard = None
+
+
+def _batch(
+    points: Sequence[Point], vectors: list[list[float]], bm25_config: Bm25Config | None
+) -> list[qe.Point]:
+    """The points for qdrant-edge, with BM25 vectors under `bm25_config` (None: dense only)."""
+    try:
+        return [
+            qe.Point(point_id(p.id), _vectors(bm25_config, p, v), check_payload(p.payload))
+            for p, v in zip(points, vectors, strict=True)
+        ]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"invalid point payload: {exc}", param="payload") from None
+
+
+def _vectors(bm25_config: Bm25Config | None, point: Point, dense: list[float]) -> qe.Vector:
+    """The point's dense vector, and its BM25 vector under `bm25_config` if there is one."""
+    if bm25_config is None:
+        return dense
+    sparse = document_vector(bm25_config, point.text_for_sparse)
+    if sparse is None:
+        return dense
+    return {"": dense, SPARSE: sparse}
 
 
 def _is_weighted(plan: SearchPlan) -> bool:

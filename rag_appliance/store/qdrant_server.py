@@ -7,6 +7,16 @@ left out of list_collections and refused (Conflict) by the other methods.
 
 Threads: the remote client is thread-safe; the in-process `:memory:`/path client is not, so its
 calls are serialised with a lock.
+
+enable_sparse adds the `bm25` sparse vector to the existing collection (Qdrant's "create named
+vector", 1.18 and later), sets every point's BM25 vector from its payload "text" in pages
+(`update_vectors`, which leaves the dense vector alone), and records the BM25 config in the
+metadata last: until then the collection stays dense-only for every replica, and a crash only
+leaves points with unused BM25 vectors behind (running it again finishes the job). Meanwhile this
+store's own upserts carry BM25 vectors; other replicas re-read a dense-only collection's
+metadata every few seconds (`_DENSE_META_TTL_S`), so they start writing BM25 vectors and
+searching them soon after. Writes that other replicas make during the upgrade may lack BM25
+vectors: upgrade a collection while only this store writes to it.
 """
 
 from __future__ import annotations
@@ -14,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +81,10 @@ if TYPE_CHECKING:
 
 _META_KEY = "rag_appliance"
 _FORMAT = 1
+# How long a dense-only collection's metadata is trusted: another replica may add BM25 vectors.
+_DENSE_META_TTL_S = 5.0
+# Points per scroll page and per update_vectors request of enable_sparse.
+_UPGRADE_PAGE = 256
 _INDEXES = {
     **dict.fromkeys(KEYWORD_INDEXES, models.PayloadSchemaType.KEYWORD),
     **dict.fromkeys(INTEGER_INDEXES, models.PayloadSchemaType.INTEGER),
@@ -122,8 +137,12 @@ class QdrantServerStore:
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if local else contextlib.nullcontext()
         )
-        # Provenance never changes while a collection exists; cached to spare a round trip.
+        # Provenance never changes while a collection exists; cached to spare a round trip
+        # (a dense-only collection's for a few seconds only: enable_sparse changes it).
         self._meta: dict[str, _Meta] = {}
+        self._meta_read: dict[str, float] = {}  # name -> when its metadata was read
+        # Collections this store is giving BM25 vectors: its upserts to them carry them.
+        self._upgrading: dict[str, Bm25Config] = {}
 
     @classmethod
     def from_url(
@@ -206,9 +225,10 @@ class QdrantServerStore:
         if not points:
             return
         vectors = matrix(points, meta.provenance.dimension, name).tolist()
+        config = meta.bm25 or self._upgrading.get(name)
         batch = [
             models.PointStruct(
-                id=point_id(p.id), vector=_vectors(meta, p, v), payload=check_payload(p.payload)
+                id=point_id(p.id), vector=_vectors(config, p, v), payload=check_payload(p.payload)
             )
             for p, v in zip(points, vectors, strict=True)
         ]
@@ -315,6 +335,34 @@ class QdrantServerStore:
         page = [Record(str(r.id), r.payload or {}) for r in records]
         return page, None if next_id is None else str(next_id)
 
+    def enable_sparse(
+        self,
+        name: str,
+        bm25: Bm25Config = DEFAULT_BM25,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> CollectionInfo:
+        """Give a dense-only collection BM25 vectors from its points' payload "text", in place
+        (no-op when it has them); see the module docstring."""
+        check_bm25(bm25)
+        meta = self._load_meta(name, refresh=True)
+        if meta.bm25 is None:
+            self._create_sparse_vector(name)
+            self._upgrading[name] = bm25
+            try:
+                self._fill_sparse(name, bm25, progress)
+                # Writes that were in flight when the upgrade started carry no BM25 vector.
+                self._fill_sparse(name, bm25, None)
+                upgraded = _Meta(meta.provenance, meta.created_at, bm25)
+                with self._call(name):
+                    self._client.update_collection(
+                        self._full(name), metadata={_META_KEY: _meta_to_dict(upgraded)}
+                    )
+                self._meta[name] = upgraded
+            finally:
+                self._upgrading.pop(name, None)
+        return self.get_collection(name)
+
     def close(self) -> None:
         """Close the client's connections."""
         with self._serial:
@@ -347,8 +395,12 @@ class QdrantServerStore:
         """The collection's recorded provenance (cached), or CollectionNotFound."""
         check_collection_name(name)
         cached = None if refresh else self._meta.get(name)
-        if cached is not None:
+        if cached is not None and (
+            cached.bm25 is not None
+            or time.monotonic() - self._meta_read.get(name, 0.0) < _DENSE_META_TTL_S
+        ):
             return cached
+        read_at = time.monotonic()
         with self._call(name):
             info = self._client.get_collection(self._full(name))
         meta = _meta_from_dict(info.config.metadata)
@@ -359,7 +411,73 @@ class QdrantServerStore:
                 param="collection",
             )
         self._meta[name] = meta
+        self._meta_read[name] = read_at
         return meta
+
+    def _create_sparse_vector(self, name: str) -> None:
+        """Add the `bm25` sparse vector to an existing collection (no-op when it is there)."""
+        create = getattr(self._client, "create_vector_name", None)
+        if create is None:
+            raise _no_named_vectors("this qdrant-client has no create_vector_name")
+        config = models.SparseVectorNameConfig(
+            sparse=models.SparseVectorConfig(modifier=models.Modifier.IDF)
+        )
+        try:
+            with self._call(name):
+                create(self._full(name), SPARSE, config, wait=True)
+        except (UnexpectedResponse, CollectionNotFound) as exc:
+            # A Qdrant before 1.18 has no such route: it answers 404 (or 405) for it.
+            self._load_meta(name, refresh=True)  # CollectionNotFound if it is really gone
+            status = exc.status_code if isinstance(exc, UnexpectedResponse) else 404
+            if status not in (404, 405):
+                raise
+            raise _no_named_vectors(f"the server answered {status}") from None
+
+    def _fill_sparse(
+        self, name: str, bm25: Bm25Config, progress: Callable[[int], None] | None
+    ) -> None:
+        """Set the BM25 vector of every point without one from its "text" (none without it)."""
+        full = self._full(name)
+        # Points already done (by an earlier, interrupted run too) are skipped.
+        todo = models.Filter(must_not=[models.HasVectorCondition(has_vector=SPARSE)])
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with self._call(name):
+                records, offset = self._client.scroll(
+                    full,
+                    scroll_filter=todo,
+                    limit=_UPGRADE_PAGE,
+                    offset=offset,
+                    with_payload=["text"],
+                    with_vectors=False,
+                )
+            updates = []
+            for r in records:
+                text = (r.payload or {}).get("text")
+                sparse = document_vector(bm25, text) if isinstance(text, str) else None
+                if sparse is not None:
+                    vector = models.SparseVector(
+                        indices=list(sparse.indices), values=list(sparse.values)
+                    )
+                    updates.append(models.PointVectors(id=r.id, vector={SPARSE: vector}))
+            if updates:
+                self._update_vectors(name, updates)
+            if progress is not None and records:
+                progress(len(records))
+            if offset is None:
+                return
+
+    def _update_vectors(self, name: str, updates: list[models.PointVectors]) -> None:
+        """Set these points' BM25 vectors; a point deleted meanwhile is skipped."""
+        try:
+            with self._serial:
+                self._client.update_vectors(self._full(name), points=updates, wait=True)
+        except (UnexpectedResponse, KeyError) as exc:
+            # Qdrant writes every point it finds, then answers 404 for the first one it did not
+            # (the local client raises a KeyError): a chunk deleted meanwhile needs no vector.
+            if isinstance(exc, UnexpectedResponse) and exc.status_code != 404:
+                raise
+            self._load_meta(name, refresh=True)  # the 404 may also be the collection's
 
     def _formula(
         self, name: str, plan: SearchPlan, selector: models.Filter | None
@@ -438,11 +556,21 @@ def _meta_from_dict(metadata: Mapping[str, Any] | None) -> _Meta | None:
         return None
 
 
-def _vectors(meta: _Meta, point: Point, dense: list[float]) -> models.VectorStruct:
-    """The point's dense vector, and its BM25 vector if the collection has one."""
-    if meta.bm25 is None:
+def _no_named_vectors(why: str) -> InvalidRequest:
+    """The 400 for a server (or client) that cannot add a vector to an existing collection."""
+    return InvalidRequest(
+        "the qdrant_server backend cannot add BM25 sparse vectors to an existing collection "
+        f"({why}): that needs Qdrant and qdrant-client 1.18 or later. Upgrade the server, or "
+        "create a new collection and re-index.",
+        param="collection",
+    )
+
+
+def _vectors(config: Bm25Config | None, point: Point, dense: list[float]) -> models.VectorStruct:
+    """The point's dense vector, and its BM25 vector under `config` if there is one."""
+    if config is None:
         return dense
-    sparse = document_vector(meta.bm25, point.text_for_sparse)
+    sparse = document_vector(config, point.text_for_sparse)
     if sparse is None:
         return dense
     return {

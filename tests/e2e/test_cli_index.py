@@ -113,14 +113,35 @@ def test_sigkill_mid_index_then_rerun_converges(tmp_path: Path) -> None:
         store.close()
 
 
-def test_eval_prints_metrics_matching_exact_search(tmp_path: Path) -> None:
+def test_eval_compares_every_mode_and_matches_exact_search(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
     result = cli(
-        tmp_path / "data", "eval", "--dataset", str(DATASET), "--collection", "beir", "--exact"
+        tmp_path / "data",
+        "eval",
+        "--dataset",
+        str(DATASET),
+        "--collection",
+        "beir",
+        "--exact",
+        "--json",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     assert "ndcg@10" in result.stdout and "recall@10" in result.stdout and "mrr@10" in result.stdout
     rows = json.loads(result.stdout.strip().splitlines()[-1])
-    ours, exact = rows["appliance search"], rows["exact numpy search"]
+    assert set(rows) == {
+        "dense",
+        "sparse (BM25)",
+        "hybrid rrf",
+        "hybrid dbsf",
+        "hybrid weighted",
+        "exact dense (numpy)",
+    }
+    ours, exact = rows["dense"], rows["exact dense (numpy)"]
     for name in ("ndcg@10", "recall@10", "mrr@10"):
         assert ours[name] == pytest.approx(exact[name], abs=0.005), name
         assert 0.5 < ours[name] <= 1.0
+    written = json.loads(out.read_text())
+    assert written["rows"] == rows and written["documents"] > 0 and written["k"] == 10
+    # The modes really differ: BM25 alone ranks differently from the dense model here.
+    assert rows["sparse (BM25)"]["ndcg@10"] != rows["dense"]["ndcg@10"]

@@ -66,7 +66,9 @@ def test_index_then_search_finds_the_right_doc(api: httpx.Client) -> None:
     assert "Kelvara" in hits[0]["text"] and hits[0]["score"] > hits[-1]["score"]
     hits = search(api, "how do I bake a tart", filter={"topic": ["python", "volcano"]})
     assert {h["doc_id"] for h in hits} <= {"python", "volcano"}
-    assert search(api, "ash", score_threshold=0.99) == []
+    # A cosine threshold (dense mode); hybrid scores are the fusion's, on another scale.
+    assert search(api, "ash", mode="dense", score_threshold=0.99) == []
+    assert search(api, "ash", mode="hybrid", fusion="dbsf", score_threshold=2.01) == []
 
 
 def test_reindex_shorter_drops_stale_chunks(api: httpx.Client) -> None:

@@ -153,7 +153,8 @@ def test_search_scores_match_exact_cosine(encoder: Encoder, tmp_path: Path) -> N
     ):
         api.post("/v1/index", json={"collection": "files", "texts": texts})
         hits = api.post(
-            "/v1/search", json={"collection": "files", "query": QUESTIONS["html"], "top_k": 5}
+            "/v1/search",
+            json={"collection": "files", "query": QUESTIONS["html"], "top_k": 5, "mode": "dense"},
         ).json()["data"]
         vecs = api.post("/v1/embeddings", json={"input": [QUESTIONS["html"], *texts]}).json()
     matrix = np.array([d["embedding"] for d in vecs["data"]], dtype=np.float32)

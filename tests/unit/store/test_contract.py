@@ -330,6 +330,7 @@ def calls(name: str) -> list[Callable[[VectorStore], Any]]:
         lambda s: s.count(name),
         lambda s: s.search(name, unit(1), top_k=3),
         lambda s: s.scroll(name, None, limit=3),
+        lambda s: s.enable_sparse(name),
     ]
 
 
@@ -850,3 +851,192 @@ def test_both_adapters_rank_and_score_alike(tmp_path: Path) -> None:
     finally:
         for s in stores.values():
             s.close()
+
+
+# -- upgrading a dense-only collection in place (enable_sparse) -----------------------------
+
+
+def chunk_points(n: int, start: int = 0) -> list[Point]:
+    """Chunks as the pipeline stores them: the text in the payload, a commit flag, a doc id."""
+    rng = np.random.default_rng(5 + start)
+    return [
+        Point(
+            pid(i),
+            rng.standard_normal(DIM).astype(np.float32),
+            {
+                "doc_id": f"d{i % 4}",
+                "chunk_index": i,
+                "committed": i % 3 != 0,
+                "metadata": {"lang": "fr" if i % 5 == 0 else "en"},
+                # No two lengths are equal, so no two BM25 scores tie (ties may rank either way).
+                "text": " ".join(
+                    ["alpha"] * (1 + i % 3) + ["beta"] * (i % 4) + [f"w{i}"] + ["pad"] * i
+                ),
+            },
+            text_for_sparse=None,  # a dense-only collection ignores it anyway
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def everything(store: VectorStore, name: str) -> dict[str, dict[str, Any]]:
+    """Every point's payload by id."""
+    found: dict[str, dict[str, Any]] = {}
+    offset = None
+    while True:
+        page, offset = store.scroll(name, None, limit=64, offset=offset)
+        found.update((r.id, r.payload) for r in page)
+        if offset is None:
+            return found
+
+
+def dense_results(store: VectorStore, name: str, queries: list[np.ndarray]) -> list[Any]:
+    """Dense hits (id, score) of each query, unfiltered and with two filters."""
+    flts = [None, must(Match("committed", (True,))), must(Match("metadata.lang", ("fr",)))]
+    return [
+        [(h.id, h.score) for h in store.search(name, q, top_k=8, flt=flt)]
+        for q in queries
+        for flt in flts
+    ]
+
+
+def assert_same_hits(before: list[Any], after: list[Any]) -> None:
+    assert len(before) == len(after)
+    for old, new in zip(before, after, strict=True):
+        assert [i for i, _ in new] == [i for i, _ in old]
+        assert [s for _, s in new] == pytest.approx([s for _, s in old], abs=1e-5)
+
+
+def test_enable_sparse_upgrades_a_dense_only_collection_in_place(store: VectorStore) -> None:
+    points = chunk_points(40)
+    no_text = Point(pid(100), unit(1), {"doc_id": "x", "committed": True})
+    odd_text = Point(pid(101), unit(0, 1), {"doc_id": "x", "committed": True, "text": 7})
+    store.create_collection("old", PROV, bm25=None)
+    store.upsert("old", [*points, no_text, odd_text])
+    queries = [p.vector + 0.05 for p in points[::7]] + [unit(1), unit(0, 1)]
+    before = dense_results(store, "old", queries)
+    payloads = everything(store, "old")
+    created = store.get_collection("old").created_at
+
+    seen: list[int] = []
+    info = store.enable_sparse("old", progress=seen.append)
+
+    assert info.bm25 == Bm25Config() and info.points_count == 42
+    assert (info.provenance, info.created_at) == (PROV, created)
+    assert sum(seen) == 42
+    assert store.get_collection("old") == info
+    assert {i.name: i.bm25 for i in store.list_collections()} == {"old": Bm25Config()}
+    # Dense search, payloads, filters and commit flags are as they were.
+    assert_same_hits(before, dense_results(store, "old", queries))
+    assert everything(store, "old") == payloads
+    assert store.count("old", must(Match("committed", (True,)))) == 2 + sum(
+        1 for i in range(40) if i % 3 != 0
+    )
+    # Sparse and hybrid search now work, on the BM25 vectors of the payload texts.
+    (hit,) = store.search("old", None, 5, mode="sparse", query_text="w17")
+    assert hit.id == pid(17) and hit.payload == payloads[pid(17)]
+    betas = store.search("old", None, 50, mode="sparse", query_text="beta")
+    assert {h.id for h in betas} == {pid(i) for i in range(40) if i % 4}
+    # Points without a string text have no BM25 vector: never a sparse hit.
+    alphas = store.search("old", None, 50, mode="sparse", query_text="alpha")
+    assert {h.id for h in alphas} == {p.id for p in points}
+    committed = store.search(
+        "old", None, 50, must(Match("committed", (True,))), mode="sparse", query_text="alpha"
+    )
+    assert {h.id for h in committed} == {pid(i) for i in range(40) if i % 3 != 0}
+    hits = store.search("old", points[17].vector, 3, mode="hybrid", query_text="w17")
+    assert hits[0].id == pid(17)
+    # New writes get BM25 vectors from their text like in any collection with BM25.
+    store.upsert("old", [Point(pid(200), unit(1), {"doc_id": "y"}, "zeppelin")])
+    assert [h.id for h in store.search("old", None, 3, mode="sparse", query_text="zeppelin")] == [
+        pid(200)
+    ]
+    store.set_payload("old", must(Match("doc_id", ("d1",))), {"committed": False})
+    assert store.count("old", must(Match("doc_id", ("d1",)), Match("committed", (True,)))) == 0
+    # Idempotent: a collection with BM25 keeps its config and its vectors.
+    again = store.enable_sparse("old", Bm25Config(language="french"))
+    assert again.bm25 == Bm25Config() and again.points_count == 43
+    assert [h.id for h in store.search("old", None, 3, mode="sparse", query_text="w17")] == [
+        pid(17)
+    ]
+
+
+def test_an_upgraded_collection_ranks_like_one_made_with_bm25(store: VectorStore) -> None:
+    points = chunk_points(30)
+    store.create_collection("old", PROV, bm25=None)
+    store.upsert("old", points)
+    store.enable_sparse("old")
+    store.create_collection("new", PROV)
+    store.upsert("new", [Point(p.id, p.vector, p.payload, p.payload["text"]) for p in points])
+    for mode in MODES:
+        for query in ("alpha", "beta w3", "alpha beta w12"):
+            results = [
+                sorted(
+                    (-round(h.score, 4), h.id)
+                    for h in store.search(
+                        name, points[5].vector, 30, query_text=query, **mode_args(mode)
+                    )
+                )
+                for name in ("old", "new")
+            ]
+            assert results[0] == results[1], (mode, query)
+
+
+def test_enable_sparse_follows_the_given_bm25_config(store: VectorStore) -> None:
+    store.create_collection("old", PROV, bm25=None)
+    store.upsert("old", [Point(pid(1), unit(1), {"text": "The zeppelins"})])
+    raw = Bm25Config(stemming=False, stopwords=False)
+    assert store.enable_sparse("old", raw).bm25 == raw
+    assert [h.id for h in store.search("old", None, 3, mode="sparse", query_text="the")] == [pid(1)]
+    assert store.search("old", None, 3, mode="sparse", query_text="zeppelin") == []
+
+
+def test_enable_sparse_on_an_empty_collection(store: VectorStore) -> None:
+    store.create_collection("empty", PROV, bm25=None)
+    assert store.enable_sparse("empty", progress=lambda n: pytest.fail("no points")).bm25
+    store.upsert("empty", [Point(pid(1), unit(1), {}, "zeppelin")])
+    assert store.search("empty", None, 3, mode="sparse", query_text="zeppelin")[0].id == pid(1)
+
+
+def test_enable_sparse_refuses_bad_arguments(store: VectorStore) -> None:
+    store.create_collection("old", PROV, bm25=None)
+    with pytest.raises(InvalidRequest) as err:
+        store.enable_sparse("old", Bm25Config(language="klingon"))
+    assert err.value.param == "bm25"
+    with pytest.raises(InvalidRequest) as err:
+        store.enable_sparse("../x")
+    assert err.value.param == "collection"
+    assert store.get_collection("old").bm25 is None
+
+
+def test_writes_during_enable_sparse_are_kept(store: VectorStore) -> None:
+    """Writes made while the upgrade runs (from its progress callback, between two pages) land
+    in the upgraded collection, upserts with their BM25 vectors."""
+    points = chunk_points(700)  # several pages
+    store.create_collection("old", PROV, bm25=None)
+    store.upsert("old", points)
+    fresh = [
+        Point(pid(1000 + i), unit(1, i), {"doc_id": "new"}, f"zeppelin z{i}") for i in range(3)
+    ]
+    pages: list[int] = []
+
+    def write_meanwhile(done: int) -> None:
+        pages.append(done)
+        if len(pages) == 1:
+            store.upsert("old", fresh)
+            store.delete("old", must(Match("doc_id", ("d0",))))
+            store.set_payload("old", must(Match("doc_id", ("d1",))), {"committed": True})
+            # A point of a later page rewritten with new text and a new vector.
+            store.upsert("old", [Point(pid(650), unit(0, 0, 1), {"doc_id": "d2", "text": "x"})])
+
+    store.enable_sparse("old", progress=write_meanwhile)
+    assert len(pages) > 1
+    assert store.count("old") == 700 - 175 + 3
+    assert store.count("old", must(Match("doc_id", ("d1",)), Match("committed", (False,)))) == 0
+    zeppelins = store.search("old", None, 10, mode="sparse", query_text="zeppelin")
+    assert {h.id for h in zeppelins} == {p.id for p in fresh}
+    assert store.search("old", None, 5, mode="sparse", query_text="w4") == []  # d0: deleted
+    (hit,) = store.search("old", unit(0, 0, 1), 1)
+    assert hit.id == pid(650) and hit.payload["text"] == "x"
+    # The rewritten point is indexed by its new text only.
+    assert store.search("old", None, 5, mode="sparse", query_text="w650") == []

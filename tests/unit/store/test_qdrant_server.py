@@ -375,3 +375,62 @@ def test_a_server_without_the_feature_refuses_by_name(
     server.fail("query_points", refusal)
     with pytest.raises(UnexpectedResponse):
         store.search("docs", unit(1), top_k=3)
+
+
+# -- enable_sparse ---------------------------------------------------------------------------
+
+
+def test_enable_sparse_needs_named_vector_creation(
+    server: FakeQdrantServer, store: QdrantServerStore
+) -> None:
+    store.create_collection("docs", PROV, bm25=None)
+    # This fake has no create_vector_name, like a qdrant-client before 1.18.
+    with pytest.raises(InvalidRequest) as err:
+        store.enable_sparse("docs")
+    assert "1.18" in err.value.message and "qdrant-client" in err.value.message
+    # A Qdrant before 1.18 has no such route. Not recorded: actix's bare 404 for it.
+    bare_404 = UnexpectedResponse(404, "Not Found", b"", httpx.Headers())
+
+    def create_vector_name(name: str, *_: Any, **__: Any) -> None:
+        server._request("create_vector_name", name)
+        raise bare_404
+
+    server.create_vector_name = create_vector_name  # type: ignore[attr-defined]
+    with pytest.raises(InvalidRequest) as err:
+        store.enable_sparse("docs")
+    assert "server answered 404" in err.value.message and "1.18" in err.value.message
+    assert "update_collection" not in server.calls
+    assert store.get_collection("docs").bm25 is None
+
+
+def test_other_replicas_see_an_upgrade(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = QdrantClient(":memory:")
+    a, b = QdrantServerStore(client), QdrantServerStore(client)
+    a.create_collection("docs", PROV, bm25=None)
+    text = "zeppelin harbour"
+    b.upsert("docs", [Point(pid(1), unit(1), {"text": text}, text_for_sparse=text)])
+    assert b.get_collection("docs").bm25 is None  # b caches the dense-only metadata
+    assert a.enable_sparse("docs").bm25 == Bm25Config()
+    # b re-reads a dense-only collection's metadata once it is a few seconds old.
+    monkeypatch.setattr("rag_appliance.store.qdrant_server._DENSE_META_TTL_S", 0.0)
+    b.upsert("docs", [Point(pid(2), unit(0, 1), {}, text_for_sparse="zeppelin sighting")])
+    hits = b.search("docs", None, 5, mode="sparse", query_text="zeppelin")
+    assert {h.id for h in hits} == {pid(1), pid(2)}
+
+
+def test_a_point_deleted_during_enable_sparse_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = QdrantClient(":memory:")
+    store = QdrantServerStore(client)
+    store.create_collection("docs", PROV, bm25=None)
+    store.upsert("docs", [Point(pid(i), unit(1, i), {"text": f"zeppelin z{i}"}) for i in range(5)])
+    real = client.update_vectors
+
+    def delete_first(name: str, points: list[models.PointVectors], **kw: Any) -> Any:
+        # Another writer deletes a chunk between the upgrade's scroll and its update.
+        client.delete(name, points_selector=models.PointIdsList(points=[points[0].id]))
+        return real(name, points=points, **kw)
+
+    monkeypatch.setattr(client, "update_vectors", delete_first)
+    assert store.enable_sparse("docs").bm25 == Bm25Config()
+    hits = store.search("docs", None, 10, mode="sparse", query_text="zeppelin")
+    assert {h.id for h in hits} == {pid(i) for i in range(1, 5)}
