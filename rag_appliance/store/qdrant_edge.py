@@ -1,15 +1,9 @@
 """The embedded store: the Qdrant engine in-process (qdrant-edge), one EdgeShard per collection.
 
 The files (layout, collection.json, the store lock, crash cleanup) are edge_layout's; the
-background HNSW builds are edge_hnsw's; enable_sparse's copy of a shard is edge_upgrade's. This
-module is the VectorStore over them.
-
-Durability: every update is in the shard's write-ahead log before `update` returns, and the WAL
-is written through the page cache, so an acknowledged upsert survives the process being
-SIGKILLed (tested) without an fsync per write; an OS crash or power loss may lose the latest
-writes. The shard is flushed every `_FLUSH_POINTS` written points and on close: until a flush,
-the WAL keeps every vector, so it would grow without bound and a restart would replay all of it
-(measured: ~1 s per 60k x 384 points; a flush costs ~100 ms).
+background HNSW builds are edge_hnsw's; enable_sparse's copy of a shard is edge_upgrade's; how a
+write is applied, journalled and flushed (durability) is edge_writes'; the search queries are
+edge_search's. This module is the VectorStore over them.
 
 Threads: qdrant-edge calls never release the GIL, so they never run in parallel anyway. Each
 collection has a lock held around every call on its shard, which makes "apply a write and
@@ -31,8 +25,8 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import qdrant_edge as qe
 
-from rag_appliance.errors import CollectionNotFound, InvalidRequest, ServiceUnavailable
-from rag_appliance.store import edge_layout, edge_upgrade
+from rag_appliance.errors import CollectionNotFound, ServiceUnavailable
+from rag_appliance.store import edge_layout, edge_search, edge_upgrade, edge_writes
 from rag_appliance.store.base import (
     BOOL_INDEXES,
     DEFAULT_BM25,
@@ -49,15 +43,12 @@ from rag_appliance.store.base import (
     SearchMode,
     VectorStore,
 )
-from rag_appliance.store.bm25 import VECTOR as SPARSE
-from rag_appliance.store.bm25 import check_bm25, document_vector
+from rag_appliance.store.bm25 import check_bm25
 from rag_appliance.store.edge_hnsw import IndexBuilder
 from rag_appliance.store.edge_layout import EdgeCollection
 from rag_appliance.store.provenance import provenance_conflict, utc_now
 from rag_appliance.store.qdrant_filters import QdrantDialect, to_qdrant
-from rag_appliance.store.search import RRF_K, SearchPlan, weighted_coefficients
 from rag_appliance.store.search import plan as plan_search
-from rag_appliance.store.search import run as run_search
 from rag_appliance.store.validation import (
     check_collection_name,
     check_limit,
@@ -65,14 +56,11 @@ from rag_appliance.store.validation import (
     check_provenance,
     matrix,
     not_found,
-    point_id,
     scroll_offset,
 )
 
 if TYPE_CHECKING:
     from rag_appliance.settings import Settings
-
-_FLUSH_POINTS = 50_000
 
 
 def _match_bool(key: str, flag: bool) -> qe.ConditionType:
@@ -176,17 +164,19 @@ class QdrantEdgeStore:
         vectors = matrix(points, c.provenance.dimension, name).tolist()
         # BM25 outside the lock, checked under it: enable_sparse may start or end meanwhile.
         config, upgrading = c.bm25, c.upgrading
-        batch = _batch(points, vectors, config)
-        upgraded = None if upgrading is None else _batch(points, vectors, upgrading)
+        batch = edge_writes.batch(points, vectors, config)
+        upgraded = None if upgrading is None else edge_writes.batch(points, vectors, upgrading)
         with self._shard(name) as (c, shard):
             if c.bm25 != config:  # enable_sparse swapped the shard in
-                batch = _batch(points, vectors, c.bm25)
+                batch = edge_writes.batch(points, vectors, c.bm25)
             if c.upgrading != upgrading:
-                upgraded = None if c.upgrading is None else _batch(points, vectors, c.upgrading)
+                upgraded = (
+                    None if c.upgrading is None else edge_writes.batch(points, vectors, c.upgrading)
+                )
             op = qe.UpdateOperation.upsert_points(batch)
             # While enable_sparse copies the shard, its journal gets the points with BM25.
             journalled = None if upgraded is None else qe.UpdateOperation.upsert_points(upgraded)
-            self._apply(c, shard, op, len(batch), journalled=journalled)
+            edge_writes.apply(c, shard, op, len(batch), journalled=journalled)
             self._index.maybe_start(c, shard)
 
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
@@ -195,14 +185,14 @@ class QdrantEdgeStore:
         selector = to_qdrant(flt, EDGE_FILTERS) or qe.Filter()
         op = qe.UpdateOperation.set_payload_by_filter(selector, payload)
         with self._shard(name) as (c, shard):
-            self._apply(c, shard, op, 1)
+            edge_writes.apply(c, shard, op, 1)
 
     def delete(self, name: str, flt: Filter) -> None:
         """Delete every point matching `flt`."""
         selector = to_qdrant(flt, EDGE_FILTERS) or qe.Filter()
         op = qe.UpdateOperation.delete_points_by_filter(selector)
         with self._shard(name) as (c, shard):
-            self._apply(c, shard, op, 1)
+            edge_writes.apply(c, shard, op, 1)
 
     def count(self, name: str, flt: Filter | None = None) -> int:
         """The exact number of points matching `flt` (all points without one)."""
@@ -245,13 +235,7 @@ class QdrantEdgeStore:
         with self._shard(name) as (_, shard):
             # One lock for the whole search: the weighted maxima and every grouping round see
             # the same points.
-            formula = _formula(shard, plan, selector) if _is_weighted(plan) else None
-
-            def fetch(limit: int, candidates: int) -> list[Hit]:
-                scored = shard.query(_request(plan, selector, limit, candidates, formula))
-                return [Hit(str(p.id), float(p.score), p.payload or {}) for p in scored]
-
-            return run_search(plan, fetch)
+            return edge_search.search(shard, plan, selector)
 
     def scroll(
         self, name: str, flt: Filter | None, limit: int, offset: str | None = None
@@ -367,25 +351,6 @@ class QdrantEdgeStore:
         c.shard = shard
         return c
 
-    def _apply(
-        self,
-        c: EdgeCollection,
-        shard: qe.EdgeShard,
-        op: qe.UpdateOperation,
-        n: int,
-        *,
-        journalled: qe.UpdateOperation | None = None,
-    ) -> None:
-        """Apply a write (collection lock held), journal it (or `journalled`, its form for the
-        new shard) for a running index build or upgrade, and flush now and then."""
-        shard.update(op)
-        if c.journal is not None:
-            c.journal.append(op if journalled is None else journalled)
-        c.unflushed += n
-        if c.unflushed >= _FLUSH_POINTS:
-            shard.flush()
-            c.unflushed = 0
-
     def _shut(self, c: EdgeCollection) -> None:
         """Stop the collection's build and close its shard (collection lock held)."""
         c.closed = True
@@ -394,101 +359,3 @@ class QdrantEdgeStore:
         if c.shard is not None:
             c.shard.close()
             c.shard = None
-
-
-def _batch(
-    points: Sequence[Point], vectors: list[list[float]], bm25_config: Bm25Config | None
-) -> list[qe.Point]:
-    """The points for qdrant-edge, with BM25 vectors under `bm25_config` (None: dense only)."""
-    try:
-        return [
-            qe.Point(point_id(p.id), _vectors(bm25_config, p, v), check_payload(p.payload))
-            for p, v in zip(points, vectors, strict=True)
-        ]
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidRequest(f"invalid point payload: {exc}", param="payload") from None
-
-
-def _vectors(bm25_config: Bm25Config | None, point: Point, dense: list[float]) -> qe.Vector:
-    """The point's dense vector, and its BM25 vector under `bm25_config` if there is one."""
-    if bm25_config is None:
-        return dense
-    sparse = document_vector(bm25_config, point.text_for_sparse)
-    if sparse is None:
-        return dense
-    return {"": dense, SPARSE: sparse}
-
-
-def _is_weighted(plan: SearchPlan) -> bool:
-    return plan.mode == "hybrid" and plan.fusion == "weighted"
-
-
-def _arms(
-    plan: SearchPlan, selector: qe.Filter | None, limit: int
-) -> list[tuple[qe.Query, qe.Filter | None, int]]:
-    """The plan's queries (dense first), each with the filter and a limit."""
-    arms = []
-    if plan.dense is not None:
-        arms.append((qe.Query.Nearest(plan.dense), selector, limit))
-    if plan.sparse is not None:
-        terms = qe.SparseVector(plan.sparse.indices, plan.sparse.values)
-        arms.append((qe.Query.Nearest(terms, using=SPARSE), selector, limit))
-    return arms
-
-
-def _request(
-    plan: SearchPlan,
-    selector: qe.Filter | None,
-    limit: int,
-    candidates: int,
-    formula: qe.Formula | None,
-) -> qe.QueryRequest:
-    """One engine query for the plan: `limit` results from `candidates` per hybrid arm."""
-    if plan.mode != "hybrid":
-        ((query, flt, _),) = _arms(plan, selector, limit)
-        return qe.QueryRequest(
-            limit=limit,
-            query=query,
-            filter=flt,
-            score_threshold=plan.score_threshold,
-            with_payload=True,
-            with_vector=False,
-        )
-    # The stubs declare the fusions as classes nested in Fusion, not as Fusion values.
-    fused: qe.ScoringQueryType
-    if plan.fusion == "rrf":
-        fused = cast(qe.Fusion, qe.Fusion.Rrf(k=RRF_K))
-    elif plan.fusion == "dbsf":
-        fused = cast(qe.Fusion, qe.Fusion.Dbsf())
-    else:
-        assert formula is not None
-        fused = formula
-    arms = _arms(plan, selector, candidates)
-    return qe.QueryRequest(
-        limit=limit,
-        # The filter goes to each arm, so every candidate of either arm satisfies it.
-        prefetches=[qe.Prefetch(n, query=q, filter=f) for q, f, n in arms],
-        query=fused,
-        score_threshold=plan.score_threshold,
-        with_payload=True,
-        with_vector=False,
-    )
-
-
-def _formula(shard: qe.EdgeShard, plan: SearchPlan, selector: qe.Filter | None) -> qe.Formula:
-    """The weighted fusion of the plan's arms, normalised by each arm's best score."""
-    best = shard.query_batch(
-        qe.QueryBatchRequest(
-            [qe.QueryRequest(limit=1, query=q, filter=f) for q, f, _ in _arms(plan, selector, 1)]
-        )
-    )
-    tops = [float(hits[0].score) if hits else None for hits in best]
-    best_dense = tops[0]
-    best_sparse = tops[1] if len(tops) > 1 else None
-    dense_factor, sparse_factor = weighted_coefficients(plan.dense_weight, best_dense, best_sparse)
-    E = qe.Expression
-    terms = [E.Mult([E.Constant(dense_factor), E.Variable("$score[0]")])]
-    if plan.sparse is not None:
-        terms.append(E.Mult([E.Constant(sparse_factor), E.Variable("$score[1]")]))
-    # A chunk that only one arm found scores 0 in the other one.
-    return qe.Formula(E.Sum(terms), defaults={"$score[0]": 0.0, "$score[1]": 0.0})

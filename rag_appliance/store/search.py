@@ -2,7 +2,9 @@
 
 An adapter turns a `SearchPlan` into one engine query for a given result limit and per-arm
 candidate limit (its `Fetch`); `run` calls it once, or, for `group_by_document`, until enough
-distinct documents came back. Scores per mode are described in docs/stores.md.
+distinct documents came back. The weighted fusion's formula is made here too, from each arm's
+best score (`weighted_terms`); an adapter only spells it in its binding. Scores per mode are
+described in docs/stores.md.
 
 Grouping is done here rather than with Qdrant's groups API, for both adapters: that API gives
 up after a fixed number of internal re-queries (so it returns "up to" `top_k` groups), and it
@@ -15,7 +17,7 @@ one fused ranking.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
@@ -38,6 +40,8 @@ MIN_PREFETCH = 40
 GROUP_FACTOR = 4
 # RRF's k: Qdrant's default, which a server's plain RRF fusion uses, so both adapters agree.
 RRF_K = 2
+# The weighted fusion's formula variables: each arm's score, dense first.
+SCORE_VARIABLES = ("$score[0]", "$score[1]")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,11 @@ class SearchPlan:
     prefetch_limit: int  # candidates per arm (hybrid mode)
     score_threshold: float | None
     group_by_document: bool
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the plan fuses by a formula over each arm's best score (fusion 'weighted')."""
+        return self.mode == "hybrid" and self.fusion == "weighted"
 
 
 def plan(
@@ -180,6 +189,23 @@ def weighted_coefficients(
         else sparse_weight
     )
     return dense, sparse
+
+
+def weighted_terms(
+    search: SearchPlan, best: Sequence[float | None]
+) -> tuple[list[tuple[float, str]], dict[str, float]]:
+    """A weighted fusion's formula: the (factor, score variable) products to sum, one per arm of
+    the plan, and each variable's default, from `best`: each arm's best score for the query and
+    filter (dense first; None where an arm found nothing). The adapters spell it in their
+    binding's expressions."""
+    best_sparse = best[1] if len(best) > 1 else None
+    dense_factor, sparse_factor = weighted_coefficients(search.dense_weight, best[0], best_sparse)
+    dense_score, sparse_score = SCORE_VARIABLES
+    terms = [(dense_factor, dense_score)]
+    if search.sparse is not None:
+        terms.append((sparse_factor, sparse_score))
+    # A chunk that only one arm found scores 0 in the other one.
+    return terms, dict.fromkeys(SCORE_VARIABLES, 0.0)
 
 
 def _threshold(value: float | None) -> float | None:

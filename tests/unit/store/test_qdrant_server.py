@@ -412,7 +412,7 @@ def test_other_replicas_see_an_upgrade(monkeypatch: pytest.MonkeyPatch) -> None:
     assert b.get_collection("docs").bm25 is None  # b caches the dense-only metadata
     assert a.enable_sparse("docs").bm25 == Bm25Config()
     # b re-reads a dense-only collection's metadata once it is a few seconds old.
-    monkeypatch.setattr("rag_appliance.store.qdrant_server._DENSE_META_TTL_S", 0.0)
+    monkeypatch.setattr("rag_appliance.store.server_meta.DENSE_META_TTL_S", 0.0)
     b.upsert("docs", [Point(pid(2), unit(0, 1), {}, text_for_sparse="zeppelin sighting")])
     hits = b.search("docs", None, 5, mode="sparse", query_text="zeppelin")
     assert {h.id for h in hits} == {pid(1), pid(2)}
