@@ -10,7 +10,8 @@ from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
 from rag_appliance.errors import InvalidRequest
-from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files
+from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files, safe_name
+from rag_appliance.protocol.checks import check_json, check_text
 from rag_appliance.protocol.index import IndexRequest, index_response
 
 router = APIRouter()
@@ -45,10 +46,12 @@ async def upload_files(
 ) -> Response:
     """Parse and index uploaded files; each file gets its own result or error."""
     pipeline = services.require_pipeline()
+    check_text(collection, "collection")
     common = _metadata(metadata)
     most = services.settings.ingest.max_files_per_upload
     if len(files) > most:
         raise InvalidRequest(f"at most {most} files per upload", param="files")
+    _unique_names(files)
     blobs = [
         FileBlob(upload.filename or "", await upload.read(), upload.content_type)
         for upload in files
@@ -72,7 +75,22 @@ def _metadata(raw: str | None) -> dict[str, Any]:
         raise InvalidRequest("'metadata' must be a JSON object", param="metadata") from None
     if not isinstance(value, dict):
         raise InvalidRequest("'metadata' must be a JSON object", param="metadata")
+    check_json(value, "metadata")
     return value
+
+
+def _unique_names(files: list[UploadFile]) -> None:
+    # A file's document id is its cleaned name: two files with one id would collapse silently.
+    seen: set[str] = set()
+    for i, upload in enumerate(files):
+        name = safe_name(upload.filename)
+        if name in seen:
+            raise InvalidRequest(
+                f"two files are named {name!r}: file names must be unique in one upload",
+                param=f"files[{i}]",
+                code="duplicate_id",
+            )
+        seen.add(name)
 
 
 def _outcome(outcome: FileOutcome) -> dict[str, Any]:

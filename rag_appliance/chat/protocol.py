@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from rag_appliance.chat.params import ChatParams, RetrievalOptions
 from rag_appliance.errors import InvalidRequest
 from rag_appliance.generation.base import Message, StructuredOutput
+from rag_appliance.protocol.checks import check_text
 
 INT64 = 2**63
 UNSUPPORTED = "unsupported_parameter"
@@ -96,7 +97,9 @@ class RagOptions(BaseModel):
     )
     top_k: int | None = Field(None, ge=1, le=50, description="Chunks to retrieve.")
     filter: dict[str, Any] | None = Field(None, description="Metadata filter, as /v1/search.")
-    score_threshold: float | None = Field(None, description="Drop chunks scoring below this.")
+    score_threshold: float | None = Field(
+        None, allow_inf_nan=False, description="Drop chunks scoring below this."
+    )
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(
         None, description="Search mode, as /v1/search (default: the same as /v1/search)."
     )
@@ -150,6 +153,8 @@ class ChatCompletionRequest(BaseModel):
     def to_params(self) -> ChatParams:
         """Plain parameters for the chat service; 400 for anything this server cannot honour."""
         self._refuse_unsupported()
+        check_text(self.model, "model")
+        check_text(self.rag.collection if self.rag else None, "rag.collection")
         return ChatParams(
             messages=self._plain_messages(),
             max_tokens=self.max_completion_tokens or self.max_tokens,
@@ -258,7 +263,16 @@ def _plain(index: int, message: ChatMessageIn) -> Message:
                 param=f"{where}.{name}",
                 code=UNSUPPORTED,
             )
-    return Message(role, _text(where, message), message.name or None)
+    if message.content is None and role in ("system", "user"):
+        raise InvalidRequest(
+            f"'{where}.content' is required for a {message.role} message",
+            param=f"{where}.content",
+            code="missing_required_parameter",
+        )
+    text = _text(where, message)
+    check_text(text, f"{where}.content")
+    check_text(message.name, f"{where}.name")
+    return Message(role, text, message.name or None)
 
 
 def _text(where: str, message: ChatMessageIn) -> str:

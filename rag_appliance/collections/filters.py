@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from rag_appliance.errors import InvalidRequest
+from rag_appliance.protocol.checks import INT64_MAX, INT64_MIN, valid_utf8
 from rag_appliance.store.base import Match, Range
 
 # Payload fields addressable by their own name; any other key is a metadata field.
@@ -34,6 +35,10 @@ def _field(key: Any) -> str:
     # The store reads keys as dotted paths: refuse what it cannot address, here, with one param.
     if not isinstance(key, str) or not key:
         raise InvalidRequest("filter keys must be non-empty strings", param=PARAM)
+    if not valid_utf8(key):
+        raise InvalidRequest(
+            f"invalid filter key {key!r}: it holds a lone UTF-16 surrogate", param=PARAM
+        )
     if any(not part or '"' in part for part in key.split(".")):
         raise InvalidRequest(
             f"invalid filter key {key!r}: use dot-separated names without quotes", param=PARAM
@@ -72,7 +77,16 @@ def _condition(field: str, value: Any, key: str) -> Match | Range:
 
 
 def _finite(value: Any, key: str) -> Any:
-    # Python's JSON parser accepts NaN and Infinity; no payload can match them.
+    # Python's JSON parser accepts NaN, Infinity, any integer and lone surrogates ("\\ud800");
+    # no payload can match them, and the store fails on them: refused here.
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidRequest(f"invalid filter {key!r}: numbers must be finite", param=PARAM)
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidRequest(
+            f"invalid filter {key!r}: integers must fit in 64 bits (-2^63 to 2^63-1)", param=PARAM
+        )
+    if isinstance(value, str) and not valid_utf8(value):
+        raise InvalidRequest(
+            f"invalid filter {key!r}: a string holds a lone UTF-16 surrogate", param=PARAM
+        )
     return value

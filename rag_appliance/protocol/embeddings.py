@@ -6,9 +6,10 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from rag_appliance.embedding.service import EmbedParams, EmbedResult
+from rag_appliance.protocol.checks import check_text
 
 
 class EmbeddingRequest(BaseModel):
@@ -36,6 +37,18 @@ class EmbeddingRequest(BaseModel):
         description="Extension: cut over-long inputs (true) or reject them (false); "
         "default from settings.",
     )
+
+    @model_validator(mode="after")
+    def _unicode(self) -> EmbeddingRequest:
+        # InvalidRequest, not ValueError, so the 400 names the item: pydantic passes it on.
+        check_text(self.model, "model")
+        if isinstance(self.input, str):
+            check_text(self.input, "input")
+        else:
+            for i, item in enumerate(self.input):
+                if isinstance(item, str):
+                    check_text(item, f"input[{i}]")
+        return self
 
     def to_params(self) -> EmbedParams:
         """Plain parameters for the service."""

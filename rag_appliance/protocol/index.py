@@ -6,7 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rag_appliance.errors import InvalidRequest
 from rag_appliance.ingest.pipeline import DocResult, Document
+from rag_appliance.protocol.checks import check_json, check_text, check_texts
 from rag_appliance.retrieval.retriever import SearchOptions
 
 COLLECTION = Field(description="Target collection (created on first index).", min_length=1)
@@ -56,6 +58,35 @@ class IndexRequest(BaseModel):
             raise ValueError("'ids' must be as long as 'texts'")
         return self
 
+    @model_validator(mode="after")
+    def _storable(self) -> IndexRequest:
+        # Every document checked before any is written: one bad document refuses the batch.
+        check_text(self.collection, "collection")
+        if self.metadata is not None:
+            check_json(self.metadata, "metadata")
+        check_texts(self.texts, "texts")
+        check_texts(self.ids, "ids")
+        for i, doc in enumerate(self.documents or ()):
+            where = f"documents[{i}]"
+            check_text(doc.id, f"{where}.id")
+            check_text(doc.text, f"{where}.text")
+            check_text(doc.source, f"{where}.source")
+            check_json(doc.metadata, f"{where}.metadata")
+        ids = [d.id for d in self.documents] if self.documents is not None else self.ids or []
+        seen: set[str] = set()
+        for i, doc_id in enumerate(ids):
+            if doc_id is None:
+                continue
+            if doc_id in seen:
+                where = f"documents[{i}].id" if self.documents is not None else f"ids[{i}]"
+                raise InvalidRequest(
+                    f"duplicate document id {doc_id!r} in one request: ids must be unique",
+                    param=where,
+                    code="duplicate_id",
+                )
+            seen.add(doc_id)
+        return self
+
     def to_documents(self) -> list[Document]:
         """Plain documents for the pipeline."""
         common = self.metadata or {}
@@ -97,7 +128,9 @@ class SearchRequest(BaseModel):
         ' "doc_id" and "source" address those fields.',
     )
     score_threshold: float | None = Field(
-        None, description="Drop hits whose first-stage score (see `mode`) is below this."
+        None,
+        allow_inf_nan=False,
+        description="Drop hits whose first-stage score (see `mode`) is below this.",
     )
     mode: Literal["dense", "sparse", "hybrid"] | None = Field(
         None,
@@ -115,6 +148,13 @@ class SearchRequest(BaseModel):
         description="Rerank candidates with the cross-encoder (default: when rerank.model is "
         "configured); scores are then its relevance scores.",
     )
+
+    @model_validator(mode="after")
+    def _unicode(self) -> SearchRequest:
+        # Filter values are checked where the filter is parsed (collections/filters.py).
+        check_text(self.collection, "collection")
+        check_text(self.query, "query")
+        return self
 
     def options(self) -> SearchOptions:
         """The retriever's options."""

@@ -312,3 +312,44 @@ def test_aliases_come_from_settings() -> None:
     # A RAG alias retrieves: without a default collection it says how to configure one.
     assert retrieving.status_code == 400 and "kb-answers" in retrieving.json()["error"]["message"]
     assert old.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"messages": [{"role": "user"}]}', "messages[0].content"),
+        (
+            b'{"messages": [{"role": "system", "content": null}, '
+            b'{"role": "user", "content": "x"}]}',
+            "messages[0].content",
+        ),
+        (b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}', "messages[0].content"),
+        (
+            b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "\\udc00"}]}]}',
+            "messages[0].content",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "x", "name": "\\ud800"}]}',
+            "messages[0].name",
+        ),
+        (b'{"messages": [{"role": "user", "content": "x"}], "model": "\\ud800"}', "model"),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}], "rag": {"score_threshold": NaN}}',
+            "rag",
+        ),
+    ],
+)
+def test_hostile_messages_are_400s_naming_the_field(raw: bytes, param: str) -> None:
+    with client_for() as c:
+        r = c.post(
+            "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}
+        )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_assistant_message_without_content_is_still_accepted() -> None:
+    body = {"messages": [*MESSAGES, {"role": "assistant"}, {"role": "user", "content": "And?"}]}
+    with client_for() as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text

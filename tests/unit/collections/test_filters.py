@@ -69,3 +69,27 @@ def test_errors_name_the_filter_param_and_the_key(raw: Any, names: str | None) -
     assert caught.value.param == "filter"
     if names is not None:
         assert repr(names) in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        ({"a": 18446744073709551616}, "a"),
+        ({"a": 2**63}, "a"),
+        ({"a": [1, -(2**63) - 1]}, "a"),
+        ({"a": {"gte": 2**64}}, "a"),
+        ({"a": "x\ud800"}, "a"),
+        ({"a": ["ok", "\udfff"]}, "a"),
+        ({"a\ud800": 1}, "a\ud800"),
+    ],
+)
+def test_values_the_store_cannot_hold_are_refused(raw: Any, names: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_filter(raw)
+    assert caught.value.param == "filter"
+    assert repr(names) in caught.value.message
+    caught.value.message.encode()  # the error itself must be serialisable
+
+
+def test_int64_bounds_are_accepted() -> None:
+    assert len(parse_filter({"a": 2**63 - 1, "b": {"gte": -(2**63)}})) == 2
