@@ -31,6 +31,7 @@ from rag_appliance.generation.memory import GIB, describe_split, vllm_gpu_share
 from rag_appliance.generation.model_prep import BUNDLED_NAME, is_bundled, resolve_model
 from rag_appliance.generation.streams import DeltaStream
 from rag_appliance.generation.vllm_api import Vllm, import_vllm, sampling_params, token_logprobs
+from rag_appliance.generation.watchdog import Watchdog
 from rag_appliance.settings import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class VllmGenerator:
         self._active: collections.Counter[str] = collections.Counter()
         self._stopping = False
         self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._watchdog: Watchdog | None = None
 
     @property
     def pending(self) -> int:
@@ -131,11 +133,17 @@ class VllmGenerator:
                 f"the generator ({self.settings.model}) failed to start: {first} "
                 "(details in the log above)"
             ) from None
+        # vLLM's engine core outlives a SIGKILLed server (its worker follows the core): the
+        # watchdog ends both if this process dies. Started on the loop's thread: a to_thread
+        # worker's exit would spend the watchdog's parent-death signal early.
+        watchdog = Watchdog.start([p.pid for p in procs if p.pid is not None])
         try:
             self._tokenizer = await asyncio.to_thread(_load_tokenizer, str(source))
         except Exception:
             await asyncio.to_thread(_shutdown, engine, procs)
+            watchdog.stop()
             raise
+        self._watchdog = watchdog
         self._vllm, self._engine, self._stopping = vllm, engine, False
         self._procs = procs
         dtype = str(getattr(engine.model_config, "dtype", kwargs["dtype"])).removeprefix("torch.")
@@ -220,8 +228,12 @@ class VllmGenerator:
             handler.cancel()
             await asyncio.wait([handler])
         procs, self._procs = self._procs, []
+        watchdog, self._watchdog = self._watchdog, None
         started = time.monotonic()
         await asyncio.to_thread(_shutdown, engine, procs)
+        if watchdog is not None:
+            # Only now: the engine's processes stay guarded while they shut down.
+            await asyncio.to_thread(watchdog.stop)
         log.info("generator stopped in %.1fs", time.monotonic() - started)
 
     def chat_prompt(self, messages: Sequence[Message]) -> list[int]:
