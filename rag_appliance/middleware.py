@@ -1,17 +1,18 @@
-"""ASGI middleware: request body size limit (OpenAI error shape) and HTTP metrics."""
+"""ASGI middleware: body size limit and cross-origin refusals (OpenAI error shape), metrics."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag_appliance.errors import PayloadTooLarge
+from rag_appliance.errors import AppError, PayloadTooLarge
 from rag_appliance.observability import Metrics
+from rag_appliance.settings import normalize_origin
 
 UNMATCHED = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -140,3 +141,78 @@ class HttpMetricsMiddleware:
                     route = candidate  # e.g. a 405: the path exists, the method does not
         path = getattr(route, "path_format", None) if route is not None else None
         return path if isinstance(path, str) else UNMATCHED
+
+
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_CROSS = frozenset({b"cross-site", b"same-site"})  # same-site is still another origin
+_SAME = frozenset({b"same-origin", b"none"})  # none: the user's own navigation (a bookmark)
+
+
+class CrossOriginRefused(AppError):
+    """403: a browser request from another origin that server.cors_origins does not allow."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "cross_origin_request"
+
+
+class CrossOriginMiddleware:
+    """403 for state-changing browser requests from origins that server.cors_origins omits."""
+
+    # Any web page can POST a form or a text/plain body without a preflight, so CORS alone does
+    # not stop the write. Browsers label such requests with Origin and Sec-Fetch-Site, which a
+    # page cannot forge; clients that send neither (curl, SDKs, servers) are not browsers.
+
+    def __init__(self, app: ASGIApp, allowed: Collection[str]) -> None:
+        self.app = app
+        self.any = "*" in allowed
+        self.allowed = {o for o in map(normalize_origin, allowed) if o is not None}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _UNSAFE:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        origin = headers.get(b"origin")
+        site = headers.get(b"sec-fetch-site", b"").lower()
+        if self._allowed(scope, headers, origin, site):
+            await self.app(scope, receive, send)
+            return
+        error = CrossOriginRefused(
+            "Cross-origin browser requests may not change state here; to allow a web app, "
+            "add its origin (e.g. https://app.example.com) to server.cors_origins "
+            "(RAG_SERVER__CORS_ORIGINS)"
+        )
+        await _send_error(send, error)
+
+    def _allowed(
+        self, scope: Scope, headers: dict[bytes, bytes], origin: bytes | None, site: bytes
+    ) -> bool:
+        """Whether the request is same-origin, from an allowed origin, or not from a browser."""
+        if origin is None:
+            return site not in _CROSS
+        # "null" (sandboxed frames, file: pages) normalizes to None: no origin to allow it by.
+        claimed = normalize_origin(origin.decode("latin-1"))
+        if claimed is None:
+            return False
+        if self.any or claimed in self.allowed:
+            return True
+        if site:  # the browser's own verdict, right even behind a proxy that rewrites Host
+            return site in _SAME
+        return claimed == self._own_origin(scope, headers)  # older browsers: Origin only
+
+    @staticmethod
+    def _own_origin(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+        """The origin the client addressed: the scheme and the Host header (as a browser does)."""
+        host = headers.get(b"host")
+        if host is None:
+            return None
+        return normalize_origin(f"{scope.get('scheme', 'http')}://{host.decode('latin-1')}")
+
+
+async def _send_error(send: Send, error: AppError) -> None:
+    """Answer with the error's OpenAI body before anything else was sent."""
+    body = orjson.dumps(error.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
