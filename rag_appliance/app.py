@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,7 +26,11 @@ from rag_appliance.api import (
 from rag_appliance.api.deps import json_response, require_api_key
 from rag_appliance.chat import router as chat
 from rag_appliance.errors import AppError, error_body, status_type
-from rag_appliance.middleware import BodyLimitMiddleware, HttpMetricsMiddleware
+from rag_appliance.middleware import (
+    BodyLimitMiddleware,
+    CrossOriginMiddleware,
+    HttpMetricsMiddleware,
+)
 from rag_appliance.rerank import router as rerank
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
@@ -62,7 +67,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             "/ui/gradio_api/upload": settings.ingest.max_upload_bytes,  # the web UI's uploads
         },
     )
-    # Added last, so outermost: 413s from the body limit are counted too.
+    if settings.server.cors_origins:
+        # Preflights and CORS headers for the allowed web apps; bearer keys, not cookies.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    # Before routing and body parsing: a refused cross-site write reads no body.
+    app.add_middleware(CrossOriginMiddleware, allowed=settings.server.cors_origins)
+    # Added last, so outermost: 413s from the body limit and 403s above are counted too.
     app.add_middleware(
         HttpMetricsMiddleware,
         metrics=lambda: app.state.services.metrics if app.state.services else None,

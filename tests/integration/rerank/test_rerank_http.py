@@ -223,3 +223,21 @@ def test_max_length_and_dtype_settings(tiny_reranker: Path, reference: Any) -> N
     np.testing.assert_allclose(
         half.score(QUERY, DOCS).scores, expected_scores(reference, QUERY, DOCS), atol=2e-2
     )
+
+
+def test_search_reranks_by_default_when_a_reranker_is_configured(url: str, reference: Any) -> None:
+    docs = [{"id": f"d{i}", "text": text} for i, text in enumerate(DOCS[:4] + DOCS[5:])]
+    r = httpx.post(f"{url}/v1/index", json={"collection": "rr", "documents": docs}, timeout=120)
+    assert r.status_code == 200, r.text
+    body = {"collection": "rr", "query": QUERY, "top_k": 3}
+    reranked = httpx.post(f"{url}/v1/search", json=body, timeout=60).json()
+    plain = httpx.post(f"{url}/v1/search", json={**body, "rerank": False}, timeout=60).json()
+    assert reranked["reranked"] is True and plain["reranked"] is False
+    # Every document is a candidate (rerank.candidates > 5): the top 3 are the reranker's own.
+    texts = [d["text"] for d in docs]
+    want = expected_scores(reference, QUERY, texts)
+    best = [f"d{i}" for i in np.argsort(-want, kind="stable")[:3]]
+    assert [h["doc_id"] for h in reranked["data"]] == best
+    for hit in reranked["data"]:
+        index = int(hit["doc_id"][1:])
+        assert hit["score"] == pytest.approx(float(want[index]), abs=1e-5)
