@@ -1,4 +1,4 @@
-"""Command line: rag-appliance serve | index PATH... | search QUERY | upgrade-sparse | eval."""
+"""Command line: rag-appliance serve | index | search | upgrade-sparse | eval | migrate."""
 
 from __future__ import annotations
 
@@ -62,6 +62,29 @@ def _parser() -> argparse.ArgumentParser:
         "--exact", action="store_true", help="also rank by exact numpy search, as a reference"
     )
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="copy collections to another store without re-embedding (resumable)",
+    )
+    migrate.add_argument(
+        "--to-backend",
+        required=True,
+        choices=["qdrant_edge", "qdrant_server", "pgvector", "milvus"],
+        help="the target store's backend",
+    )
+    migrate.add_argument("--to-url", help="the target store's URL (else its embedded default)")
+    migrate.add_argument("--to-api-key", help="the target Qdrant server's API key")
+    migrate.add_argument(
+        "--to-data-dir", type=Path, help="data_dir of an embedded target (default: data_dir)"
+    )
+    migrate.add_argument(
+        "--collection",
+        action="append",
+        default=[],
+        help="a collection to copy (repeat; default all)",
+    )
     return parser
 
 
@@ -100,6 +123,25 @@ def _settings(args: argparse.Namespace) -> Any:
     return settings
 
 
+def _target_settings(settings: Any, args: argparse.Namespace) -> Any:
+    """The configured settings with the store `migrate` copies into."""
+    from pydantic import ValidationError
+
+    from rag_appliance.settings import StoreSettings
+
+    # The target's URL and key are its own: never the source's.
+    fields = {"backend": args.to_backend, "url": args.to_url, "api_key": args.to_api_key}
+    try:
+        store = StoreSettings.model_validate(settings.store.model_dump() | fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SettingsError(f"--to-*: {first['msg']}") from None
+    update: dict[str, Any] = {"store": store}
+    if args.to_data_dir is not None:
+        update["data_dir"] = args.to_data_dir
+    return settings.model_copy(update=update)
+
+
 def _json_arg(raw: str | None, name: str) -> dict[str, Any] | None:
     if raw is None:
         return None
@@ -120,6 +162,10 @@ async def _local(args: argparse.Namespace, settings: Any) -> int:
         return await local_commands.index_command(settings, args.paths, args.collection, meta)
     if args.command == "upgrade-sparse":
         return await local_commands.upgrade_sparse_command(settings, args.collection)
+    if args.command == "migrate":
+        return await local_commands.migrate_command(
+            settings, _target_settings(settings, args), args.collection
+        )
     if args.command == "search":
         flt = _json_arg(args.filter, "filter")
         return await local_commands.search_command(

@@ -212,3 +212,61 @@ async def eval_command(
         await asyncio.to_thread(json_path.write_text, text, encoding="utf-8")
     print(json.dumps(result["rows"]))
     return 0
+
+
+async def migrate_command(settings: Settings, target: Settings, names: Sequence[str]) -> int:
+    """Copy collections from the configured store to `target`'s, without re-embedding."""
+    from tqdm import tqdm
+
+    from rag_appliance.collections.migrate import migrate
+    from rag_appliance.store.registry import build_store
+
+    if _same_store(settings, target):
+        print("rag-appliance: the target store is the configured store itself", file=sys.stderr)
+        return 2
+    source = await asyncio.to_thread(build_store, settings)
+    try:
+        destination = await asyncio.to_thread(build_store, target)
+    except BaseException:
+        source.close()
+        raise
+    bars: dict[str, tqdm[Any]] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(total=total, unit="chunk", desc=f"copying {name}")
+        bar.update(done - bar.n)
+
+    started = time.perf_counter()
+    try:
+        results = await asyncio.to_thread(
+            migrate,
+            source,
+            destination,
+            names or None,
+            settings.data_dir / "migrations" / target.store.backend,
+            contextual=settings.ingest.contextual_chunks,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+        destination.close()
+        source.close()
+    for r in results:
+        again = " (resumed)" if r.resumed else ""
+        print(
+            f"collection '{r.collection}': {r.target_count} of {r.source_count} chunks in "
+            f"{target.store.backend}{again}; counts match"
+        )
+    print(f"{len(results)} collections in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _same_store(a: Settings, b: Settings) -> bool:
+    if a.store.backend != b.store.backend:
+        return False
+    if a.store.url or b.store.url:
+        return a.store.url == b.store.url
+    return a.data_dir.resolve() == b.data_dir.resolve()

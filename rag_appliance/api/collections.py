@@ -81,6 +81,24 @@ async def list_documents(
     )
 
 
+@router.get("/v1/collections/{name}/documents/{doc_id:path}", response_class=Response)
+async def get_document(name: str, doc_id: str, services: ServicesDep) -> Response:
+    """One document: its listing fields and every chunk's text in order; 404 when missing.
+
+    Chunks overlap by the chunking overlap, so their texts are given one by one, not joined.
+    Citations' `url` points here.
+    """
+    info, chunks = await services.require_collections().document(name, doc_id)
+    return json_response(
+        {
+            "object": "document",
+            **asdict(info),
+            "collection": name,
+            "data": [{"index": i, "text": t} for i, t in enumerate(chunks)],
+        }
+    )
+
+
 @router.delete("/v1/collections/{name}/documents/{doc_id:path}", response_class=Response)
 async def delete_document(name: str, doc_id: str, services: ServicesDep) -> Response:
     """Remove one document's chunks; 404 when it is not there."""

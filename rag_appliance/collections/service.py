@@ -173,6 +173,33 @@ class CollectionService:
         ]
         return docs, cursor
 
+    async def document(self, name: str, doc_id: str) -> tuple[DocumentInfo, list[str]]:
+        """A fully indexed document and its chunks' texts in order; 404 when it is not there."""
+        flt = Filter(must=(Match("doc_id", (doc_id,)), COMMITTED))
+        records: list[Any] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await asyncio.to_thread(self.store.scroll, name, flt, 256, cursor)
+            records += page
+            if cursor is None:
+                break
+        if not records:
+            raise CollectionNotFound(
+                f"document '{doc_id}' is not in collection '{name}'",
+                param="doc_id",
+                code="document_not_found",
+            )
+        records.sort(key=lambda r: int(r.payload.get("chunk_index", 0)))
+        first = records[0].payload
+        info = DocumentInfo(
+            id=doc_id,
+            chunks=len(records),
+            source=first.get("source"),
+            metadata=first.get("metadata") or {},
+            indexed_at=first.get("indexed_at"),
+        )
+        return info, [str(r.payload.get("text", "")) for r in records]
+
     async def delete_document(self, name: str, doc_id: str) -> int:
         """Delete a document's chunks and return how many; 404 when it is not there."""
         await self.check(name)

@@ -115,10 +115,11 @@ class Hit:
 
 @dataclass(frozen=True)
 class Record:
-    """A point without its vector, as scroll returns it."""
+    """A point as scroll returns it: its dense vector only when asked for (`with_vectors`)."""
 
     id: str
     payload: dict[str, Any]
+    vector: np.ndarray | None = None
 
 
 class VectorStore(Protocol):
@@ -149,8 +150,16 @@ class VectorStore(Protocol):
         prefetch_limit: int | None = None,
         group_by_document: bool = False,
     ) -> list[Hit]: ...
+    # In id order from `offset`; `with_vectors` adds each point's dense vector (float32), for
+    # copying a collection to another store without embedding it again.
     def scroll(
-        self, name: str, flt: Filter | None, limit: int, offset: str | None = None
+        self,
+        name: str,
+        flt: Filter | None,
+        limit: int,
+        offset: str | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> tuple[list[Record], str | None]: ...
     # Gives a dense-only collection BM25 vectors computed from its points' payload "text", in
     # place (no-op when it has them); `progress` gets the number of points done, page by page.

@@ -54,6 +54,7 @@ from rag_appliance.store.validation import (
     check_limit,
     check_payload,
     check_provenance,
+    dense_vector,
     matrix,
     not_found,
     scroll_offset,
@@ -238,7 +239,13 @@ class QdrantEdgeStore:
             return edge_search.search(shard, plan, selector)
 
     def scroll(
-        self, name: str, flt: Filter | None, limit: int, offset: str | None = None
+        self,
+        name: str,
+        flt: Filter | None,
+        limit: int,
+        offset: str | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> tuple[list[Record], str | None]:
         """Up to `limit` points matching `flt` in id order from `offset`, and the next offset."""
         check_limit(limit, "limit")
@@ -247,11 +254,11 @@ class QdrantEdgeStore:
             limit=limit,
             filter=to_qdrant(flt, EDGE_FILTERS),
             with_payload=True,
-            with_vector=False,
+            with_vector=with_vectors,
         )
         with self._shard(name) as (_, shard):
             records, next_id = shard.scroll(request)
-        page = [Record(str(r.id), r.payload or {}) for r in records]
+        page = [Record(str(r.id), r.payload or {}, dense_vector(r.vector)) for r in records]
         return page, None if next_id is None else str(next_id)
 
     def enable_sparse(

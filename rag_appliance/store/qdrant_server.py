@@ -47,6 +47,7 @@ from rag_appliance.store.validation import (
     check_limit,
     check_payload,
     check_provenance,
+    dense_vector,
     matrix,
     point_id,
     scroll_offset,
@@ -247,7 +248,13 @@ class QdrantServerStore:
         return run_query(self._conn, name, plan, to_qdrant(flt, SERVER_FILTERS))
 
     def scroll(
-        self, name: str, flt: Filter | None, limit: int, offset: str | None = None
+        self,
+        name: str,
+        flt: Filter | None,
+        limit: int,
+        offset: str | None = None,
+        *,
+        with_vectors: bool = False,
     ) -> tuple[list[Record], str | None]:
         """Up to `limit` points matching `flt` in id order from `offset`, and the next offset."""
         check_limit(limit, "limit")
@@ -261,9 +268,9 @@ class QdrantServerStore:
                 limit=limit,
                 offset=start,
                 with_payload=True,
-                with_vectors=False,
+                with_vectors=with_vectors,
             )
-        page = [Record(str(r.id), r.payload or {}) for r in records]
+        page = [Record(str(r.id), r.payload or {}, dense_vector(r.vector)) for r in records]
         return page, None if next_id is None else str(next_id)
 
     def enable_sparse(

@@ -133,3 +133,13 @@ def _is_json(value: Any) -> bool:
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
     return False
+
+
+def dense_vector(vector: Any) -> np.ndarray | None:
+    """A Qdrant record's dense vector as float32 (it comes alone, or under the name "" beside
+    the named BM25 vector); None when the record was read without vectors."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    if vector is None:
+        return None
+    return np.asarray(vector, dtype=np.float32)

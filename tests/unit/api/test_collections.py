@@ -92,3 +92,28 @@ def test_upgrade_errors(client: TestClient, store: QdrantEdgeStore) -> None:
     r = client.post("/v1/collections/other/sparse")
     assert r.status_code == 409 and "other-model" in r.json()["error"]["message"]
     assert store.get_collection("other").bm25 is None
+
+
+def test_one_document_with_all_its_chunks_in_order(client: TestClient) -> None:
+    long_text = " ".join(f"Sentence {n} about the tide mill and its wheel." for n in range(120))
+    docs = [{"id": "mill/notes.txt", "text": long_text, "metadata": {"title": "Tide mill"}}]
+    body = {"collection": "kb", "documents": docs, "chunking": {"max_tokens": 64, "overlap_tokens": 0}}
+    r = client.post("/v1/index", json=body)
+    assert r.status_code == 200, r.text
+    r = client.get("/v1/collections/kb/documents/mill/notes.txt")
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["object"] == "document" and doc["id"] == "mill/notes.txt"
+    assert doc["metadata"]["title"] == "Tide mill"
+    assert doc["chunks"] == len(doc["data"]) > 3
+    assert [c["index"] for c in doc["data"]] == list(range(doc["chunks"]))
+    # in order and complete: without overlap the chunks put together give the text back
+    joined = " ".join(c["text"].strip() for c in doc["data"])
+    assert joined.split() == long_text.split()
+
+
+def test_a_missing_document_is_a_404(client: TestClient) -> None:
+    r = client.get("/v1/collections/kb/documents/nope")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "document_not_found"
+    assert client.get("/v1/collections/missing/documents/x").status_code == 404
