@@ -98,21 +98,40 @@ class ServerSettings(Section):
 
 
 class StoreSettings(Section):
-    """Where vectors live: embedded Qdrant (default) or a Qdrant server/cluster."""
+    """Where vectors live: embedded Qdrant (default), a Qdrant server, PostgreSQL or Milvus."""
 
-    backend: Literal["qdrant_edge", "qdrant_server"] = Field(
+    backend: Literal["qdrant_edge", "qdrant_server", "pgvector", "milvus"] = Field(
         "qdrant_edge",
         description="'qdrant_edge': the Qdrant engine in-process under data_dir; "
-        "'qdrant_server': a Qdrant server or cluster at `url`.",
+        "'qdrant_server': a Qdrant server or cluster at `url`; 'pgvector': PostgreSQL with "
+        "pgvector at `url` (without one, an embedded PostgreSQL under data_dir); 'milvus': a "
+        "Milvus server at `url` (without one, Milvus Lite under data_dir).",
     )
-    url: str | None = Field(None, description="Qdrant server URL (qdrant_server backend).")
-    api_key: str | None = Field(None, description="Qdrant server API key (qdrant_server).")
-    timeout_s: float = Field(30.0, gt=0, description="Qdrant server request timeout.")
+    url: str | None = Field(
+        None,
+        description="Qdrant server URL (qdrant_server), PostgreSQL conninfo/URL (pgvector) or "
+        "Milvus URI (milvus).",
+    )
+    api_key: str | None = Field(
+        None,
+        description="Qdrant server API key (qdrant_server); Milvus token, 'user:password' or "
+        "an API key (milvus with `url`).",
+    )
+    timeout_s: float = Field(
+        30.0, gt=0, description="Qdrant or Milvus server request (and connect) timeout."
+    )
     hnsw_threshold: int = Field(
         20_000,
         ge=0,
         description="Embedded store: points in a segment before Qdrant builds its HNSW index "
         "(below it, search is exact).",
+    )
+    pool_size: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="pgvector: the most PostgreSQL connections the store keeps open (it also "
+        "uses timeout_s to connect and to wait for a free connection).",
     )
 
     @model_validator(mode="after")
@@ -203,6 +222,13 @@ class RagSettings(Section):
         "generate) without a `rag` field; listed by /v1/models.",
     )
     top_k: int = Field(5, ge=1, le=50, description="Chunks retrieved per question.")
+    history_turns: int = Field(
+        3,
+        ge=0,
+        le=20,
+        description="Earlier user messages searched with a follow-up question, so that 'it' "
+        "finds what it refers to (0: the newest message alone).",
+    )
     context_share: float = Field(
         0.6,
         gt=0,

@@ -4,6 +4,10 @@ A document's chunks are written with `committed: false` (invisible to search) an
 `committed: true` in one store operation once all of them, and the deletion of stale chunks,
 have landed. Re-indexing first hides the old version. A process killed anywhere in between
 leaves the document absent from search and not "unchanged", so re-running converges.
+
+A store with `replace_documents(name, doc_ids, points)` (the pgvector adapter) swaps each
+document in one transaction instead: old chunks deleted and new ones written committed, so
+searches never see it half old, half new or absent, and a crash keeps the old version.
 """
 
 from __future__ import annotations
@@ -150,6 +154,10 @@ class IndexPipeline:
     async def _write(
         self, collection: str, todo: list[_Pending], progress: Callable[[int], None] | None
     ) -> None:
+        replace = getattr(self.store, "replace_documents", None)
+        if replace is not None:  # the store swaps a document in one transaction: no hiding
+            await self._replace(collection, todo, progress, replace)
+            return
         existing = [item.doc_id for item in todo if item.existed]
         if existing:  # hide old versions first: a crash from here on leaves them absent
             await asyncio.to_thread(
@@ -184,6 +192,49 @@ class IndexPipeline:
         await asyncio.to_thread(
             self.store.set_payload, collection, doc_filter(*ids), {"committed": True}
         )
+
+    async def _replace(
+        self,
+        collection: str,
+        todo: list[_Pending],
+        progress: Callable[[int], None] | None,
+        replace: Callable[[str, list[str], list[Point]], None],
+    ) -> None:
+        """Embed the documents' chunks, and write each document as soon as all its chunks are
+        embedded with the store's `replace_documents` (old chunks deleted, new ones written
+        committed, in one transaction): searches see the old version until then, never a mix
+        or none, and a crash leaves the old version whole."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        batch = self.settings.embed_batch
+        flat = [(item, chunk) for item in todo for chunk in item.chunks]
+        ends: list[int] = []  # the end of each document's chunks in `flat`
+        for item in todo:
+            ends.append((ends[-1] if ends else 0) + len(item.chunks))
+        ready: list[Point] = []  # embedded chunks of the documents not written yet
+        written = 0  # documents written, in `todo` order
+        for start in range(0, len(flat), batch):
+            part = flat[start : start + batch]
+            texts = [contextual_text(self._context(item.doc), chunk.text) for item, chunk in part]
+            vectors = await self._embed(texts)
+            ready += [
+                Point(
+                    id=stable_chunk_id(item.doc_id, chunk.index),
+                    vector=vector,
+                    payload={**_payload(item, chunk, now), "committed": True},
+                    text_for_sparse=text,
+                )
+                for (item, chunk), vector, text in zip(part, vectors, texts, strict=True)
+            ]
+            complete = written
+            while complete < len(todo) and ends[complete] <= start + len(part):
+                complete += 1
+            if complete > written:  # these documents are whole: one transaction for them
+                count = ends[complete - 1] - (ends[written - 1] if written else 0)
+                doc_ids = [item.doc_id for item in todo[written:complete]]
+                await asyncio.to_thread(replace, collection, doc_ids, ready[:count])
+                ready, written = ready[count:], complete
+            if progress:
+                progress(len(part))
 
     def _context(self, doc: Document) -> str | None:
         return chunk_context(doc.metadata, self.settings.contextual_chunks)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 BACKENDS: dict[str, str] = {
     "qdrant_edge": "rag_appliance.store.qdrant_edge",
     "qdrant_server": "rag_appliance.store.qdrant_server",
+    "pgvector": "rag_appliance.store.pgvector",
+    "milvus": "rag_appliance.store.milvus",
 }
 
 

@@ -97,7 +97,8 @@ def test_upgrade_errors(client: TestClient, store: QdrantEdgeStore) -> None:
 def test_one_document_with_all_its_chunks_in_order(client: TestClient) -> None:
     long_text = " ".join(f"Sentence {n} about the tide mill and its wheel." for n in range(120))
     docs = [{"id": "mill/notes.txt", "text": long_text, "metadata": {"title": "Tide mill"}}]
-    body = {"collection": "kb", "documents": docs, "chunking": {"max_tokens": 64, "overlap_tokens": 0}}
+    chunking = {"max_tokens": 64, "overlap_tokens": 0}
+    body = {"collection": "kb", "documents": docs, "chunking": chunking}
     r = client.post("/v1/index", json=body)
     assert r.status_code == 200, r.text
     r = client.get("/v1/collections/kb/documents/mill/notes.txt")

@@ -37,6 +37,8 @@ from rag_appliance.store.base import (
 from rag_appliance.store.qdrant_edge import QdrantEdgeStore
 from rag_appliance.store.qdrant_server import QdrantServerStore
 from rag_appliance.store.registry import BACKENDS
+from tests.unit.store.milvus_fixture import milvus_store
+from tests.unit.store.pg_fixture import pg_store
 
 DIM = 8
 PROV = Provenance(model="test-model", dimension=DIM, document_prefix="passage: ")
@@ -45,6 +47,8 @@ PROV = Provenance(model="test-model", dimension=DIM, document_prefix="passage: "
 ADAPTERS: dict[str, Callable[[Path], VectorStore]] = {
     "qdrant_edge": lambda tmp: QdrantEdgeStore(tmp / "store"),
     "qdrant_server": lambda tmp: QdrantServerStore(QdrantClient(":memory:")),
+    "pgvector": pg_store,
+    "milvus": milvus_store,
 }
 
 
@@ -275,6 +279,23 @@ def test_upsert_replaces_by_id(store: VectorStore) -> None:
     assert (hit.id, hit.payload) == (pid(1), {"v": 2})
     assert hit.score == pytest.approx(1.0, abs=1e-5)
     store.upsert("c", [])
+
+
+def test_scroll_gives_the_dense_vectors_only_when_asked(store: VectorStore) -> None:
+    store.create_collection("c", PROV)
+    points = docs(5)
+    store.upsert("c", points)
+    bare, _ = store.scroll("c", None, limit=10)
+    assert all(r.vector is None for r in bare)
+    full, _ = store.scroll("c", None, limit=10, with_vectors=True)
+    by_id = {p.id: p for p in points}
+    assert {r.id for r in full} == set(by_id)
+    for r in full:
+        assert r.vector is not None and r.vector.dtype == np.float32 and r.vector.shape == (DIM,)
+        # cosine collections may store the vector normalised: compare directions
+        want = by_id[r.id].vector / np.linalg.norm(by_id[r.id].vector)
+        assert np.allclose(r.vector / np.linalg.norm(r.vector), want, atol=1e-5)
+        assert r.payload == by_id[r.id].payload
 
 
 def test_scroll_pages_through_every_point_once(store: VectorStore) -> None:
