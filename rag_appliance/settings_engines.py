@@ -71,6 +71,12 @@ class EmbeddingSettings(Section):
         16_384, ge=1, description="Most inputs waiting for the engine; beyond it requests get 429."
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 429.")
+    max_queue_wait_s: float | None = Field(
+        30.0,
+        gt=0,
+        description="Refuse (429 + Retry-After) a request that would wait longer than this for "
+        "the work queued before it, at the measured encoding rate; null: no time limit.",
+    )
     accept_token_ids: bool = Field(
         False,
         description="Accept token-id inputs (ids of this model's tokenizer); off, they get a 400 "
@@ -146,6 +152,12 @@ class GenerationSettings(Section):
     max_num_seqs: int = Field(16, ge=1, description="Sequences vLLM schedules together.")
     max_pending_requests: int = Field(
         64, ge=1, description="Chat requests admitted at once; beyond it requests get 429."
+    )
+    max_queue_wait_s: float | None = Field(
+        120.0,
+        gt=0,
+        description="Refuse (429 + Retry-After) a chat request that would wait longer than this "
+        "for a generation slot, from recent request durations; null: no time limit.",
     )
     gpu_memory_budget: float = Field(
         0.90,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,13 @@ class BatcherStats:
     rejected: int = 0
     failed_batches: int = 0
     queued_items: int = 0
+    queued_tokens: int = 0
+    # Real tokens encoded per second of forward pass, a moving average (0: not measured yet).
+    tokens_per_s: float = 0.0
+
+    def expected_wait(self) -> float:
+        """Seconds the queued work takes at the measured rate (0 before the first pass)."""
+        return self.queued_tokens / self.tokens_per_s if self.tokens_per_s > 0 else 0.0
 
 
 class BatchObserver(Protocol):
@@ -82,12 +90,14 @@ class MicroBatcher:
         max_size: int,
         queue_max_items: int,
         retry_after_s: int = 1,
+        max_queue_wait_s: float | None = None,
     ) -> None:
         self._encode = encode
         self._max_tokens = max_tokens
         self._max_size = max_size
         self._queue_max = queue_max_items
         self._retry_after = retry_after_s
+        self._max_wait = max_queue_wait_s
         self._pending: collections.deque[_Item] = collections.deque()
         self._round: list[list[_Item]] = []  # cut into batches, not yet handed to the thread
         self._wakeup = asyncio.Event()
@@ -131,6 +141,15 @@ class MicroBatcher:
                 "the embedding engine is overloaded; retry after a moment",
                 headers={"Retry-After": str(self._retry_after)},
             )
+        wait = self.stats.expected_wait()
+        if self._max_wait is not None and self.stats.queued_items and wait > self._max_wait:
+            self.stats.rejected += 1
+            retry = max(1, math.ceil(wait - self._max_wait))
+            raise Overloaded(
+                f"the embedding engine has {wait:.0f}s of queued work (more than "
+                f"embedding.max_queue_wait_s = {self._max_wait:g}s); retry after {retry}s",
+                headers={"Retry-After": str(retry)},
+            )
         loop = asyncio.get_running_loop()
         request = _Request(
             size=n, future=loop.create_future(), admitted=time.perf_counter(), remaining=n
@@ -138,6 +157,7 @@ class MicroBatcher:
         self._pending.extend(_Item(request, i, seq) for i, seq in enumerate(sequences))
         self.stats.requests += 1
         self.stats.queued_items += n
+        self.stats.queued_tokens += sum(len(seq) for seq in sequences)
         self._wakeup.set()
         return request.future
 
@@ -172,6 +192,7 @@ class MicroBatcher:
             item = self._pending.popleft()
             if not item.request.alive():
                 self.stats.queued_items -= 1
+                self.stats.queued_tokens -= item.length
                 continue
             taken.append(item)
             used += item.length
@@ -215,19 +236,24 @@ class MicroBatcher:
         except Exception:
             log.exception("embedding forward pass failed for a batch of %d", len(batch))
             self.stats.failed_batches += 1
-            self.stats.queued_items -= len(batch)
+            self._dequeued(batch)
             error = EngineError("the embedding model failed on this request")
             for it in batch:
                 if it.request.alive():
                     it.request.future.set_exception(error)
             return
-        self.stats.queued_items -= len(batch)
+        self._dequeued(batch)
         if vectors is None:
             return
+        real = sum(it.length for it in alive)
+        if forward_s > 0:
+            rate = real / forward_s
+            old = self.stats.tokens_per_s
+            self.stats.tokens_per_s = rate if old == 0 else 0.7 * old + 0.3 * rate
         padded = len(alive) * alive[-1].length
         self.stats.forward_passes += 1
         self.stats.items += len(alive)
-        self.stats.real_tokens += sum(it.length for it in alive)
+        self.stats.real_tokens += real
         self.stats.padded_tokens += padded
         for it, row in zip(alive, vectors, strict=True):
             request = it.request
@@ -244,11 +270,15 @@ class MicroBatcher:
             waits = [started - it.request.admitted for it in alive]
             self.observer.observe_batch(waits, len(alive), padded, forward_s)
 
+    def _dequeued(self, items: Sequence[_Item]) -> None:
+        self.stats.queued_items -= len(items)
+        self.stats.queued_tokens -= sum(it.length for it in items)
+
     def _fail_pending(self, error: Exception) -> None:
         items = [*self._pending, *(it for batch in self._round for it in batch)]
         self._pending.clear()
         self._round.clear()
-        self.stats.queued_items -= len(items)
+        self._dequeued(items)
         for item in items:
             if item.request.alive():
                 item.request.future.set_exception(error)

@@ -77,6 +77,7 @@ class EmbeddingService:
             max_size=settings.batch_max_size,
             queue_max_items=settings.queue_max_items,
             retry_after_s=settings.retry_after_s,
+            max_queue_wait_s=settings.max_queue_wait_s,
         )
 
     @property

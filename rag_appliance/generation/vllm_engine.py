@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import multiprocessing
 import os
 import time
@@ -20,6 +21,7 @@ from rag_appliance.errors import (
     ServiceUnavailable,
     SettingsError,
 )
+from rag_appliance.generation.admission import WaitEstimate
 from rag_appliance.generation.base import (
     Delta,
     GeneratorInfo,
@@ -96,6 +98,7 @@ class VllmGenerator:
         self._engine: Any = None
         self._tokenizer: Any = None
         self._pending = 0
+        self._waits = WaitEstimate(settings.max_num_seqs)
         # Request ids in flight (a client may reuse one), so that stop() can abort them.
         self._active: collections.Counter[str] = collections.Counter()
         self._stopping = False
@@ -270,12 +273,23 @@ class VllmGenerator:
                 f"the generator is busy ({self._pending} requests in flight); retry shortly",
                 headers={"Retry-After": RETRY_AFTER_S},
             )
+        limit = self.settings.max_queue_wait_s
+        wait = self._waits.wait(self._pending + 1)
+        if limit is not None and wait > limit:
+            retry = max(1, math.ceil(wait - limit))
+            raise Overloaded(
+                f"the generator would make this request wait about {wait:.0f}s (more than "
+                f"generation.max_queue_wait_s = {limit:g}s); retry after {retry}s",
+                headers={"Retry-After": str(retry)},
+            )
         self._pending += 1
         inner = self._generate(engine, vllm, prompt, sampling, request_id, params.logprobs)
-        return DeltaStream(inner, self._release)
+        admitted = time.monotonic()
+        return DeltaStream(inner, lambda: self._release(admitted))
 
-    def _release(self) -> None:
+    def _release(self, admitted: float) -> None:
         self._pending -= 1
+        self._waits.finished(time.monotonic() - admitted)
 
     def _sampling_params(self, vllm: Vllm, prompt: list[int], params: SamplingParams) -> Any:
         # The context-length check belongs to the chat service (one check, with the budget);

@@ -125,6 +125,30 @@ async def test_full_queue_answers_overloaded_then_recovers() -> None:
     await batcher.stop()
 
 
+async def test_work_that_would_wait_too_long_is_refused_by_time() -> None:
+    enc = gated()
+    batcher = MicroBatcher(
+        enc.encode, max_tokens=64, max_size=8, queue_max_items=1000, max_queue_wait_s=2
+    )
+    await batcher.start()
+    held = batcher.submit(seqs(8, 8))
+    await in_thread(enc)
+    queued = batcher.submit(seqs(8, 8))
+    batcher.stats.tokens_per_s = 4.0  # as if measured: 32 queued tokens take 8 s
+    with pytest.raises(Overloaded) as info:
+        await batcher.embed(seqs(1))
+    assert info.value.status == 429 and info.value.headers["Retry-After"] == "6"
+    assert "max_queue_wait_s" in info.value.message
+    release(enc)
+    await held
+    await queued
+    # drained: the rate is now measured from real passes and the next request is served
+    assert batcher.stats.queued_tokens == 0 and batcher.stats.tokens_per_s > 0
+    assert (await batcher.embed(seqs(1))).shape == (1, 8)
+    assert batcher.stats.rejected == 1
+    await batcher.stop()
+
+
 async def test_an_empty_queue_admits_a_request_larger_than_the_queue() -> None:
     enc = FakeEncoder()
     batcher = await started(enc, queue_max_items=2)
