@@ -24,7 +24,10 @@ from rag_appliance.api import (
     search,
 )
 from rag_appliance.api.deps import json_response, require_api_key
+from rag_appliance.auth.keys import KeyRing
+from rag_appliance.auth.middleware import AuthMiddleware, FailureThrottle
 from rag_appliance.chat import router as chat
+from rag_appliance.completions import router as completions
 from rag_appliance.errors import AppError, error_body, status_type
 from rag_appliance.middleware import (
     BodyLimitMiddleware,
@@ -67,6 +70,18 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
             "/ui/gradio_api/upload": settings.ingest.max_upload_bytes,  # the web UI's uploads
         },
     )
+    server = settings.server
+    throttle = None
+    if server.auth_max_failures:
+        throttle = FailureThrottle(server.auth_max_failures, server.auth_failure_window_s)
+    # Every route but /health, /ready and the UI needs a key (when keys are configured): new
+    # routes are covered without asking. Inside CORS, so preflights pass and 401s carry CORS.
+    app.add_middleware(
+        AuthMiddleware,
+        keys=KeyRing(server.api_keys),
+        protect_ops=server.protect_ops,
+        throttle=throttle,
+    )
     if settings.server.cors_origins:
         # Preflights and CORS headers for the allowed web apps; bearer keys, not cookies.
         app.add_middleware(
@@ -84,7 +99,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         routes=app.router.routes,
     )
     protected = [Depends(require_api_key)]
-    for module in (embeddings, chat, rerank, models, index, search, collections):
+    for module in (embeddings, chat, completions, rerank, models, index, search, collections):
         app.include_router(module.router, dependencies=protected)
     app.include_router(health.router)
     app.include_router(metrics.router)

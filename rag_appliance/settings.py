@@ -19,6 +19,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from rag_appliance.auth.keys import ApiKeySpec, check_key
 from rag_appliance.errors import SettingsError
 from rag_appliance.settings_engines import (
     Dtype,
@@ -68,9 +69,24 @@ class ServerSettings(Section):
 
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to bind.")
-    api_keys: list[str] = Field(
+    api_keys: list[str | ApiKeySpec] = Field(
         default_factory=list,
-        description="Accepted bearer keys for /v1/*; empty means no authentication.",
+        description="Accepted bearer keys: a string (full access; 'sha256:<hex>' for a hashed "
+        "key) or {key, role, collections, name} (docs/security.md); empty: no authentication.",
+    )
+    protect_ops: bool = Field(
+        True,
+        description="With api_keys: /metrics, /docs, /redoc and /openapi.json need an admin key, "
+        "and /ready shows its details to admin keys only (its status stays open).",
+    )
+    auth_max_failures: int = Field(
+        10,
+        ge=0,
+        description="Wrong keys from one client address within auth_failure_window_s before "
+        "it gets 429 until the window passes (0: no throttling).",
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0, description="The window of auth_max_failures, in seconds."
     )
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, description="Largest accepted request body (413 beyond it)."
@@ -84,6 +100,11 @@ class ServerSettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level of the appliance and uvicorn."
     )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str | ApiKeySpec]) -> list[str | ApiKeySpec]:
+        return [check_key(key) if isinstance(key, str) else key for key in keys]
 
     @field_validator("cors_origins")
     @classmethod

@@ -99,6 +99,11 @@ class FakeGenerator:
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
+    vocab_size = 100_000  # with tokenize(): the raw prompts of /v1/completions
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._ids(text)
+
     def decode(self, ids: list[int]) -> str:
         words = {v: k for k, v in self.vocab.items()}
         return " ".join(words.get(i, "") for i in ids)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -10,6 +9,9 @@ import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from rag_appliance.auth.access import set_principal
+from rag_appliance.auth.keys import ANONYMOUS, Principal, authenticate
+from rag_appliance.auth.middleware import BAD_KEY, NO_KEY
 from rag_appliance.embedding.service import EmbeddingService
 from rag_appliance.errors import Unauthorized
 from rag_appliance.services import Services
@@ -25,18 +27,26 @@ def get_embedding(request: Request) -> EmbeddingService:
     return get_services(request).require_embedding()
 
 
-def require_api_key(request: Request) -> None:
-    """401 unless the bearer key is one of the configured keys (no keys: open)."""
-    keys: list[str] = get_services(request).settings.server.api_keys
+async def require_api_key(request: Request) -> None:
+    """401 unless a configured key authenticated the request (no keys: open).
+
+    The AuthMiddleware authenticates (and throttles) every request before routing; this is
+    the routers' own guard should they be served without it. Async, so that the principal it
+    sets is the one the endpoint and the services see.
+    """
+    keys = get_services(request).settings.server.api_keys
     if not keys:
         return
+    principal = request.scope.get("state", {}).get("principal")
+    if isinstance(principal, Principal) and principal is not ANONYMOUS:
+        return
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-        )
-    if not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
-        raise Unauthorized("Incorrect API key provided.")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized(NO_KEY)
+    found = authenticate(keys, token.strip().encode("latin-1"))
+    if found is None:
+        raise Unauthorized(BAD_KEY)
+    set_principal(found)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
+from rag_appliance.auth.access import authorize_write
 from rag_appliance.errors import InvalidRequest
 from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files, safe_name
 from rag_appliance.protocol.checks import check_json, check_text
@@ -20,6 +21,7 @@ router = APIRouter()
 @router.post("/v1/index", response_class=Response)
 async def index_documents(body: IndexRequest, services: ServicesDep) -> Response:
     """Chunk, embed and upsert documents; re-sending a document replaces it."""
+    authorize_write(body.collection)  # refused before any work (the pipeline checks too)
     pipeline = services.require_pipeline()
     documents = body.to_documents()
     most = services.settings.ingest.max_documents_per_request
@@ -47,6 +49,7 @@ async def upload_files(
     """Parse and index uploaded files; each file gets its own result or error."""
     pipeline = services.require_pipeline()
     check_text(collection, "collection")
+    authorize_write(collection)  # before the files are read (index_files checks too)
     common = _metadata(metadata)
     most = services.settings.ingest.max_files_per_upload
     if len(files) > most:

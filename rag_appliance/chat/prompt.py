@@ -17,6 +17,11 @@ NO_CONTEXT = (
     "A search of the document collection found no passages relevant to the user's question. "
     "Tell the user that the documents do not contain an answer; do not make one up."
 )
+NO_ROOM = (
+    "Passages relevant to the user's question were found but did not fit in the context "
+    "window. Tell the user to start a new conversation or ask a shorter question; do not make "
+    "an answer up."
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def pack(hits: Sequence[SearchHit], budget: int, count: Callable[[str], int]) ->
         blocks.append(block)
         used += cost
     if not kept:
-        return PackedContext([], NO_CONTEXT)
+        return PackedContext([], NO_ROOM)
     return PackedContext(kept, header + "\n".join(blocks))
 
 
@@ -59,11 +64,3 @@ def with_context(messages: Sequence[Message], system_text: str) -> list[Message]
     if out and out[0].role == "system":
         return [Message("system", f"{out[0].content}\n\n{system_text}"), *out[1:]]
     return [Message("system", system_text), *out]
-
-
-def last_user_text(messages: Sequence[Message]) -> str:
-    """The question to retrieve for: the last user message."""
-    for message in reversed(messages):
-        if message.role == "user" and message.content.strip():
-            return message.content
-    return ""

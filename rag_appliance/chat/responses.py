@@ -24,21 +24,31 @@ def completion_body(
     completion_tokens: int,
     logprobs: Sequence[TokenLogprob] | None = None,
     extra: dict[str, Any] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
+    stop_reason: str | None = None,
 ) -> dict[str, Any]:
-    """A non-streamed chat.completion; `logprobs=None` when they were not asked for."""
+    """A non-streamed chat.completion; `logprobs=None` when they were not asked for.
+
+    `annotations` (RAG answers): OpenAI's url_citation list on the message; `stop_reason`:
+    vLLM's extension on the choice, here "repetition" when the loop guard ended the answer.
+    """
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if annotations is not None:
+        message["annotations"] = annotations
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": message,
+        "logprobs": None if logprobs is None else logprobs_body(logprobs),
+        "finish_reason": finish_reason,
+    }
+    if stop_reason is not None:
+        choice["stop_reason"] = stop_reason
     body: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None if logprobs is None else logprobs_body(logprobs),
-                "finish_reason": finish_reason,
-            }
-        ],
+        "choices": [choice],
         "usage": usage(prompt_tokens, completion_tokens),
     }
     return body | (extra or {})
@@ -51,14 +61,17 @@ def chunk_body(
     finish_reason: str | None = None,
     extra: dict[str, Any] | None = None,
     logprobs: Sequence[TokenLogprob] | None = None,
+    stop_reason: str | None = None,
 ) -> dict[str, Any]:
     """One chat.completion.chunk; `delta=None` is the usage-only chunk (no choices)."""
-    choice = {
+    choice: dict[str, Any] = {
         "index": 0,
         "delta": delta,
         "logprobs": None if logprobs is None else logprobs_body(logprobs),
         "finish_reason": finish_reason,
     }
+    if stop_reason is not None:
+        choice["stop_reason"] = stop_reason
     body: dict[str, Any] = {
         "id": cid,
         "object": "chat.completion.chunk",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rag_appliance.auth.access import authorize_read, authorize_write, readable
 from rag_appliance.embedding.models import ModelProfile
 from rag_appliance.errors import CollectionNotFound, Conflict
 from rag_appliance.store.base import (
@@ -58,7 +59,11 @@ class DocumentInfo:
 
 
 class CollectionService:
-    """Creates, checks, lists and deletes collections and their documents for the served model."""
+    """Creates, checks, lists and deletes collections and their documents for the served model.
+
+    Every method that names a collection checks the request's key first (`auth.access`): reads
+    need read access, writes write access, and listing shows only what the key may read.
+    """
 
     def __init__(
         self,
@@ -76,6 +81,7 @@ class CollectionService:
 
     async def ensure(self, name: str) -> None:
         """Create the collection for the served model; 409 when it holds other vectors."""
+        authorize_write(name)  # every index, upload and UI "create" comes through here
         try:
             await self.check(name)
             return
@@ -93,6 +99,7 @@ class CollectionService:
 
     async def check(self, name: str) -> None:
         """404 for a missing collection, 409 unless its provenance is the served one."""
+        authorize_read(name)  # before the cache: a remembered check says nothing about the key
         if self._checked.get(name, 0.0) > time.monotonic():
             return
         info = await asyncio.to_thread(self.store.get_collection, name)
@@ -114,6 +121,7 @@ class CollectionService:
     ) -> CollectionInfo:
         """Give a collection of the served model BM25 vectors from its chunks' stored text, in
         place (no-op when it has them); 404/409 first, as for any write."""
+        authorize_write(name)
         self._checked.pop(name, None)
         await self.check(name)
         # What new collections get (English defaults when BM25 is off for new collections).
@@ -133,22 +141,27 @@ class CollectionService:
         return Filter(must=(*conditions, COMMITTED))
 
     async def all(self) -> list[tuple[CollectionInfo, int]]:
-        """Every collection (whatever its model) with its document count."""
+        """Every collection the key may read (whatever its model) with its document count."""
         infos = await asyncio.to_thread(self.store.list_collections)
+        allowed = set(readable(info.name for info in infos))
+        infos = [info for info in infos if info.name in allowed]
         counts = await asyncio.gather(*(self.count_documents(i.name) for i in infos))
         return list(zip(infos, counts, strict=True))
 
     async def get(self, name: str) -> tuple[CollectionInfo, int]:
         """One collection with its document count; 404 when missing."""
+        authorize_read(name)
         info = await asyncio.to_thread(self.store.get_collection, name)
         return info, await self.count_documents(name)
 
     async def count_documents(self, name: str) -> int:
         """How many fully indexed documents the collection holds."""
+        authorize_read(name)
         return await asyncio.to_thread(self.store.count, name, FIRST_CHUNKS)
 
     async def delete(self, name: str) -> None:
         """Drop a collection and all its points; 404 when missing."""
+        authorize_write(name)
         self._checked.pop(name, None)
         self._sparse.pop(name, None)
         await asyncio.to_thread(self.store.get_collection, name)
@@ -158,6 +171,7 @@ class CollectionService:
         self, name: str, limit: int, after: str | None = None
     ) -> tuple[list[DocumentInfo], str | None]:
         """One page of fully indexed documents and the cursor of the next page."""
+        authorize_read(name)
         records, cursor = await asyncio.to_thread(
             self.store.scroll, name, FIRST_CHUNKS, limit, after
         )
@@ -175,6 +189,7 @@ class CollectionService:
 
     async def document(self, name: str, doc_id: str) -> tuple[DocumentInfo, list[str]]:
         """A fully indexed document and its chunks' texts in order; 404 when it is not there."""
+        authorize_read(name)
         flt = Filter(must=(Match("doc_id", (doc_id,)), COMMITTED))
         records: list[Any] = []
         cursor: str | None = None
@@ -202,6 +217,7 @@ class CollectionService:
 
     async def delete_document(self, name: str, doc_id: str) -> int:
         """Delete a document's chunks and return how many; 404 when it is not there."""
+        authorize_write(name)
         await self.check(name)
         flt = doc_filter(doc_id)
         count = await asyncio.to_thread(self.store.count, name, flt)

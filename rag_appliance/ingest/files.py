@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rag_appliance.auth.access import authorize_write
 from rag_appliance.collections.service import CollectionService
 from rag_appliance.errors import AppError, CollectionNotFound
 from rag_appliance.ingest.chunking import ChunkingParams
@@ -94,6 +95,7 @@ async def index_files(
     Collection-level errors (bad name, another model's collection) and indexing failures raise.
     `progress` hears each outcome as soon as it is known.
     """
+    authorize_write(collection)  # before any parsing (the pipeline checks again as it writes)
     await _check_target(pipeline.collections, collection)
     outcomes: list[FileOutcome | None] = [None] * len(blobs)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rag_appliance.auth.access import authorize_read
 from rag_appliance.collections.filters import parse_filter
 from rag_appliance.collections.service import CollectionService
 from rag_appliance.embedding.service import EmbeddingService, EmbedParams
@@ -98,6 +99,9 @@ class Retriever:
         """Search, and say how (the mode used, whether it was reranked)."""
         started = time.perf_counter()
         try:
+            # The one read check for /v1/search, chat's and completions' retrieval and the UI,
+            # before the query is embedded or the collection looked up.
+            authorize_read(collection)
             result = await self._search(
                 collection, query, top_k, filter, score_threshold, options or SearchOptions()
             )

@@ -1,5 +1,5 @@
 """The appliance's web UI (Gradio), mounted into the FastAPI app at /ui."""
 
-from rag_appliance.ui.app import UI_PATH, build_ui, make_auth, mount_ui
+from rag_appliance.ui.app import UI_PATH, build_ui, mount_ui
 
-__all__ = ["UI_PATH", "build_ui", "make_auth", "mount_ui"]
+__all__ = ["UI_PATH", "build_ui", "mount_ui"]

@@ -1,187 +1,200 @@
-"""The UI's event handlers: they call the app's services directly (no HTTP hop to itself)."""
+"""The UI's handlers for collections and documents; they call the services directly.
+
+The other handler classes: chat (`ui/chat.py`), search (`ui/search_tab.py`) and the document
+viewer (`ui/documents.py`); all share `ui/base.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from rag_appliance.chat.params import ChatParams, RetrievalOptions
+from rag_appliance.auth import Principal, acting_as, authorize_write
 from rag_appliance.collections.service import DocumentInfo
-from rag_appliance.errors import AppError, InvalidRequest, ServiceUnavailable
-from rag_appliance.generation.base import Delta, Message
+from rag_appliance.errors import CollectionNotFound, InvalidRequest
 from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files
 from rag_appliance.services import Services
+from rag_appliance.ui.base import Handlers, ServicesGetter, hidden, report
+from rag_appliance.ui.chat import ChatActions
+from rag_appliance.ui.conversation import plain
 from rag_appliance.ui.render import (
-    answer_footer,
+    CollectionSize,
+    ServedModels,
+    collection_markdown,
+    confirm_markdown,
+    counted,
     document_rows,
     documents_summary,
     error_markdown,
-    message_text,
-    sources_markdown,
+    models_markdown,
 )
+from rag_appliance.ui.render_html import error_html
 
-log = logging.getLogger(__name__)
-
-ServicesGetter = Callable[[], "Services | None"]
-ChatHistory = list[dict[str, Any]]
+# The listing's outputs: table rows, the document picker, the summary line, the line under
+# the collection picker, and the remembered collection (skipped unless it exists); the page's
+# listing adds the write controls' updates (`write_controls`).
+Listing = tuple[list[list[Any]], Any, str, str, Any]
 
 # The documents table lists at most this many; the summary line gives the full count.
 MAX_LISTED = 1000
 _PAGE = 200
-_GENERIC_ERROR = "Something went wrong; the details are in the server log."
 
 
-def report(exc: BaseException, action: str) -> str:
-    """A readable message for an error, shown as a toast; never a stack trace."""
-    if isinstance(exc, AppError):
-        message = exc.message
-    else:  # ours or a library's bug: the user gets no internals, the log gets everything
-        log.error("web UI: %s failed", action, exc_info=exc)
-        message = _GENERIC_ERROR
-    gr.Warning(message)
-    return message
-
-
-class Actions:
-    """Handlers bound to a services getter (services may only exist once the app started)."""
+class Actions(Handlers):
+    """Collections (pick, remember, create, delete) and documents (list, upload, delete)."""
 
     def __init__(self, services: ServicesGetter) -> None:
-        self._get = services
+        super().__init__(services)
+        self.chatting = ChatActions(services)  # the page's chat: one Stop per session
 
-    def services(self) -> Services:
-        """The running services, or a 503 while the app is still starting."""
-        services = self._get()
-        if services is None or not services.running:
-            raise ServiceUnavailable("the server is still starting; try again in a moment")
-        return services
+    async def chat(
+        self,
+        message: str,
+        history: Any,
+        collection: str | None,
+        plain_chat: bool,
+        top_k: float,
+        temperature: float,
+        max_tokens: float | None = None,
+        request: gr.Request | None = None,
+    ) -> AsyncIterator[tuple[Any, Any, Any]]:
+        """One whole turn without a page (question in, answer streamed): yields (chatbot,
+        question box, sources panel), as the page's ask + answer do together."""
+        question = (message or "").strip()
+        asked = [*plain(history), {"role": "user", "content": question}] if question else []
+        async for chatbot, box, sources, _ in self.chatting.answer(
+            asked, collection, plain_chat, top_k, temperature, max_tokens, request
+        ):
+            yield chatbot, box, sources
 
     # -- collections -----------------------------------------------------------------------
 
-    async def collection_names(self) -> list[str]:
-        """Names of every collection, sorted."""
-        collections = self.services().require_collections()
-        return sorted(info.name for info, _ in await collections.all())
+    async def on_load(
+        self, remembered: Any, request: gr.Request | None = None
+    ) -> tuple[Any, str, str]:
+        """Page load: the collection choices with one selected, the models line, a chat note.
 
-    async def on_load(self, current: str | None) -> tuple[dict[str, Any], str]:
-        """Page load: the collection choices (default selected) and a chat availability note."""
-        note = ""
+        The selection is the one this browser remembers, else rag.default_collection, else the
+        first collection; a remembered one that is gone falls back, with a toast saying so.
+        Only collections the key may read are offered, remembered or configured ones included.
+        """
         try:
             services = self.services()
-            if services.chat is None:  # generator disabled: say so before anyone asks
-                note = error_markdown("chat is not available: the generator is disabled")
-            names = await self.collection_names()
+            with self.acting(request) as principal:
+                names = await self.collection_names()
         except Exception as exc:
-            return gr.update(), error_markdown(report(exc, "loading collections"))
-        value = current or services.settings.rag.default_collection or (names[0] if names else None)
-        return gr.update(choices=names, value=value), note
+            message = report(exc, "loading collections")
+            return gr.update(), error_markdown(message), error_html(message)
+        value = pick_collection(remembered, names, self._default(principal))
+        # One outside the key's scopes (a shared browser) is passed over without a word.
+        gone = isinstance(remembered, str) and remembered and principal.can_read(remembered)
+        if gone and value != remembered:
+            shown = f"'{value}'" if value else "none"
+            gr.Info(f"Collection '{remembered}' no longer exists; showing {shown}.")
+        note = ""
+        if services.chat is None:  # generator disabled: say so before anyone asks
+            note = error_html("chat is not available: the generator is disabled")
+        return gr.update(choices=names, value=value), models_markdown(served(services)), note
 
-    async def refresh_collections(self, current: str | None) -> dict[str, Any]:
+    async def refresh_collections(
+        self, current: str | None, request: gr.Request | None = None
+    ) -> dict[str, Any]:
         """Reload the collection choices, keeping the current selection."""
         try:
-            names = await self.collection_names()
+            with self.acting(request):
+                names = await self.collection_names()
         except Exception as exc:
             report(exc, "listing collections")
             return gr.update()
         return gr.update(choices=names, value=current)
 
-    async def create_collection(self, name: str) -> tuple[dict[str, Any], Any, str]:
+    async def create_collection(
+        self, name: str, request: gr.Request | None = None
+    ) -> tuple[dict[str, Any], Any]:
         """Create an empty collection for the served model and select it."""
         name = (name or "").strip()
         try:
-            if not name:
-                raise InvalidRequest("type a name for the new collection")
-            await self.services().require_collections().ensure(name)
-            names = await self.collection_names()
+            with self.acting(request):
+                if not name:
+                    raise InvalidRequest("type a name for the new collection")
+                await self.services().require_collections().ensure(name)
+                names = await self.collection_names()
         except Exception as exc:
-            return gr.update(), gr.update(), error_markdown(report(exc, "creating a collection"))
+            report(exc, "creating a collection")
+            return gr.update(), gr.update()
         gr.Info(f"Collection '{name}' is ready.")
-        return gr.update(choices=names, value=name), "", ""
+        return gr.update(choices=names, value=name), ""
 
-    # -- chat ------------------------------------------------------------------------------
-
-    async def chat(
-        self,
-        message: str,
-        history: ChatHistory | None,
-        collection: str | None,
-        plain: bool,
-        top_k: float,
-        temperature: float,
-    ) -> AsyncIterator[tuple[Any, Any, Any]]:
-        """Answer the message, streaming into the chatbot; yields (chatbot, textbox, sources)."""
-        question = (message or "").strip()
-        if not question:
-            yield gr.skip(), gr.skip(), gr.skip()
-            return
-        past = [
-            {"role": m["role"], "content": message_text(m["content"])}
-            for m in history or []
-            if m.get("role") in ("user", "assistant")
-        ]
-        turns = [*past, {"role": "user", "content": question}]
+    async def ask_delete_collection(
+        self, collection: str | None, request: gr.Request | None = None
+    ) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+        """First click on Delete collection: show what would go, and wait for the answer."""
         try:
-            chat = self.services().require_chat()
-            rag = None
-            if not plain:
+            with self.acting(request):
                 if not collection:
-                    raise InvalidRequest("choose a collection, or tick 'Plain chat'")
-                rag = chat.retrieval(None, RetrievalOptions(collection, top_k=int(top_k)))
-            params = ChatParams(
-                messages=[Message(t["role"], t["content"]) for t in turns],
-                temperature=float(temperature),
-                rag=rag,
-            )
-            prepared = await chat.prepare(params)
+                    raise InvalidRequest("choose a collection to delete")
+                authorize_write(collection)  # no question the key could not say yes to
+                info, documents = await self.services().require_collections().get(collection)
         except Exception as exc:
-            # Nothing was answered: keep the conversation as it was and give the question back.
-            yield past, question, error_markdown(report(exc, "chat"))
-            return
-        panel = sources_markdown(collection or "", chat.sources(prepared))
-        shown = [*turns, {"role": "assistant", "content": ""}]
-        yield shown, "", panel
-        answer = ""
-        last: Delta | None = None
-        started = time.perf_counter()
-        deltas = chat.stream(prepared, f"ui-{uuid.uuid4().hex}")
+            report(exc, "deleting a collection")
+            return hidden(), "", None
+        detail = f"{counted(documents, 'document')}, {counted(info.points_count, 'chunk')}"
+        question = confirm_markdown("collection", collection, detail)
+        return gr.update(visible=True), question, {"collection": collection}
+
+    async def delete_collection(
+        self, pending: dict[str, Any] | None, request: gr.Request | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], None]:
+        """Confirmed: drop the collection; select another (or none)."""
+        name = str((pending or {}).get("collection") or "")
         try:
-            async for delta in deltas:
-                answer += delta.text
-                last = delta
-                shown = [*turns, {"role": "assistant", "content": answer}]
-                yield shown, gr.skip(), gr.skip()
-            # The closing line also tells a watcher (or a browser test) that the answer is done.
-            yield (
-                shown,
-                gr.skip(),
-                f"{panel}\n\n{answer_footer(last, time.perf_counter() - started)}",
-            )
+            with self.acting(request) as principal:
+                if not name:
+                    raise InvalidRequest("nothing to delete: press Delete collection first")
+                await self.services().require_collections().delete(name)
+                names = await self.collection_names()
         except Exception as exc:
-            failure = error_markdown(report(exc, "chat"))
-            if answer:  # keep what was generated, marked as cut short
-                yield shown, gr.skip(), f"{panel}\n\n{failure}"
-            else:
-                yield past, question, failure
-        finally:  # a closed page or the Stop button must not keep the engine generating
-            await _close(deltas)
+            report(exc, "deleting a collection")
+            return gr.update(), hidden(), None
+        gr.Info(f"Deleted collection '{name}'.")
+        value = pick_collection(None, names, self._default(principal))
+        return gr.update(choices=names, value=value), hidden(), None
 
     # -- documents -------------------------------------------------------------------------
 
-    async def documents(
-        self, collection: str | None
-    ) -> tuple[list[list[Any]], dict[str, Any], str]:
-        """The documents table, the delete picker's choices and a summary line."""
+    async def listing(
+        self, collection: str | None, request: gr.Request | None = None
+    ) -> tuple[Any, ...]:
+        """The documents table, the picker, its summary, the collection's size line, the
+        collection to remember (only one that exists), then the write controls' updates."""
+        try:
+            principal = self.principal(request)
+        except Exception as exc:
+            message = report(exc, "listing collections")
+            failed = error_markdown(message)
+            return [], _picker([]), failed, failed, gr.skip(), *write_controls(None, collection)
+        with acting_as(principal):
+            shown = await self._listing(collection, may_write(principal))
+        return (*shown, *write_controls(principal, collection))
+
+    async def _listing(self, collection: str | None, writer: bool) -> Listing:
+        """The listing's own outputs, as the acting key sees them."""
+        skip = gr.skip()
+        try:
+            names = await self.collection_names()
+        except Exception as exc:
+            message = report(exc, "listing collections")
+            return [], _picker([]), error_markdown(message), error_markdown(message), skip
         if not collection:
-            return [], gr.update(choices=[], value=None), "Choose or create a collection."
+            line = collection_markdown(None, bool(names), writer)
+            return [], _picker([]), "Choose or create a collection.", line, skip
         try:
             collections = self.services().require_collections()
-            _, total = await collections.get(collection)
+            info, total = await collections.get(collection)
             listed: list[DocumentInfo] = []
             cursor: str | None = None
             while len(listed) < MAX_LISTED:
@@ -189,60 +202,76 @@ class Actions:
                 listed += page
                 if cursor is None or not page:
                     break
+        except CollectionNotFound:
+            missing = CollectionSize(collection, exists=False)
+            line = collection_markdown(missing, bool(names), writer)
+            return [], _picker([]), line, line, skip
         except Exception as exc:
             message = report(exc, "listing documents")
-            return [], gr.update(choices=[], value=None), error_markdown(message)
+            return [], _picker([]), error_markdown(message), error_markdown(message), skip
         listed = listed[:MAX_LISTED]
-        ids = [d.id for d in listed]
-        summary = documents_summary(collection, max(total, len(listed)), len(listed))
-        return document_rows(listed), gr.update(choices=ids, value=None), summary
+        total = max(total, len(listed))
+        size = CollectionSize(collection, True, total, info.points_count, info.bm25 is not None)
+        summary = documents_summary(collection, total, len(listed), writer)
+        rows = document_rows(listed)
+        picker = _picker([d.id for d in listed])
+        return rows, picker, summary, collection_markdown(size, True, writer), collection
+
+    def pick_row(self, evt: gr.SelectData) -> dict[str, Any]:
+        """A click on a row of the documents table picks that document."""
+        row = evt.row_value if isinstance(evt.row_value, list) else None
+        return gr.update(value=str(row[0])) if row else gr.update()
+
+    async def ask_delete_document(
+        self, collection: str | None, doc_id: str | None, request: gr.Request | None = None
+    ) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+        """First click on Delete document: name it and its chunks, and wait for the answer."""
+        try:
+            with self.acting(request):
+                if not collection or not doc_id:
+                    raise InvalidRequest("choose a collection and a document to delete")
+                authorize_write(collection)  # no question the key could not say yes to
+                await self.services().require_collections().check(collection)
+        except Exception as exc:
+            report(exc, "deleting a document")
+            return hidden(), "", None
+        question = confirm_markdown("document", doc_id, f"from {collection}")
+        return gr.update(visible=True), question, {"collection": collection, "doc_id": doc_id}
 
     async def delete_document(
-        self, collection: str | None, doc_id: str | None
-    ) -> tuple[list[list[Any]], dict[str, Any], str]:
-        """Delete one document's chunks, then list the collection again."""
+        self, pending: dict[str, Any] | None, request: gr.Request | None = None
+    ) -> tuple[Any, None]:
+        """Confirmed: delete exactly the document the question named (even if the picker has
+        changed since); hides the question. The listing follows."""
+        target = pending or {}
+        collection, doc_id = str(target.get("collection") or ""), str(target.get("doc_id") or "")
         try:
-            if not collection or not doc_id:
-                raise InvalidRequest("choose a collection and a document to delete")
-            removed = (
-                await self.services().require_collections().delete_document(collection, doc_id)
-            )
+            with self.acting(request):
+                if not collection or not doc_id:
+                    raise InvalidRequest("nothing to delete: press Delete document first")
+                collections = self.services().require_collections()
+                removed = await collections.delete_document(collection, doc_id)
         except Exception as exc:
-            rows, picker, _ = await self.documents(collection)
-            return rows, picker, error_markdown(report(exc, "deleting a document"))
+            report(exc, "deleting a document")
+            return hidden(), None
         gr.Info(f"Deleted '{doc_id}' ({removed} chunks).")
-        return await self.documents(collection)
+        return hidden(), None
 
     async def upload(
         self,
         files: Sequence[str] | None,
         collection: str | None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio injects it by this default
+        request: gr.Request | None = None,
     ) -> tuple[list[list[Any]], Any]:
         """Parse and index the files in one go; one result row per file (status, chunks, error)."""
         paths = [Path(f) for f in files or []]
         try:
-            if not collection:
-                raise InvalidRequest("choose or create a collection first")
-            if not paths:
-                raise InvalidRequest("add one or more files to index")
-            services = self.services()
-            pipeline = services.require_pipeline()
-            most = services.settings.ingest.max_files_per_upload
-            if len(paths) > most:
-                raise InvalidRequest(f"at most {most} files per upload")
-            # Gradio keeps the original file name as the last part of its temporary path.
-            blobs = [
-                FileBlob(path.name, await asyncio.to_thread(path.read_bytes)) for path in paths
-            ]
-            done: list[FileOutcome] = []
-
-            def advance(outcome: FileOutcome) -> None:
-                done.append(outcome)
-                progress((len(done), len(blobs)), desc=f"Indexed {outcome.filename}", unit="files")
-
-            progress((0, len(blobs)), desc=f"Indexing {len(blobs)} files", unit="files")
-            outcomes = await index_files(pipeline, collection, blobs, progress=advance)
+            with self.acting(request):
+                if not collection:
+                    raise InvalidRequest("choose or create a collection first")
+                authorize_write(collection)  # before reading the files (index_files checks too)
+                outcomes = await self._index(paths, collection, progress)
         except Exception as exc:
             report(exc, "upload")
             return [], gr.skip()
@@ -253,15 +282,85 @@ class Actions:
         # Clear the file box only when everything went in, so failed files can be retried.
         return rows, (gr.skip() if failed else None)
 
+    async def _index(
+        self, paths: Sequence[Path], collection: str, progress: gr.Progress
+    ) -> list[FileOutcome]:
+        """Read and index the files, counting them off on the progress bar."""
+        if not paths:
+            raise InvalidRequest("add one or more files to index")
+        services = self.services()
+        pipeline = services.require_pipeline()
+        most = services.settings.ingest.max_files_per_upload
+        if len(paths) > most:
+            raise InvalidRequest(f"at most {most} files per upload")
+        # Gradio keeps the original file name as the last part of its temporary path.
+        blobs = [FileBlob(path.name, await asyncio.to_thread(path.read_bytes)) for path in paths]
+        done: list[FileOutcome] = []
+
+        def advance(outcome: FileOutcome) -> None:
+            done.append(outcome)
+            progress((len(done), len(blobs)), desc=f"Indexed {outcome.filename}", unit="files")
+
+        progress((0, len(blobs)), desc=f"Indexing {len(blobs)} files", unit="files")
+        return await index_files(pipeline, collection, blobs, progress=advance)
+
+    def _default(self, principal: Principal) -> str | None:
+        """rag.default_collection, unless it is outside the key's scopes (then unnamed)."""
+        default = self.services().settings.rag.default_collection
+        return default if default and principal.can_read(default) else None
+
+
+def pick_collection(remembered: Any, names: Sequence[str], default: str | None) -> str | None:
+    """The collection a page opens on: remembered (if it still exists), else the configured
+    default (even before it exists: uploading creates it), else the first one."""
+    if isinstance(remembered, str) and remembered in names:
+        return remembered
+    if default:
+        return default
+    return names[0] if names else None
+
+
+def may_write(principal: Principal) -> bool:
+    """Whether the key may change any collection at all (read-only keys may not)."""
+    return principal.role != "read-only" and bool(principal.collections)
+
+
+def write_controls(principal: Principal | None, collection: str | None) -> tuple[Any, ...]:
+    """Updates for the controls that change collections (new name, Create, Delete collection,
+    the upload column, Index files, Delete document): hidden for a key that may write nowhere,
+    disabled on a collection it may not write to. The services refuse either way."""
+    writer = principal is not None and may_write(principal)
+    here = principal is not None and principal.can_write(collection) if collection else writer
+    return (
+        gr.update(visible=writer),
+        gr.update(visible=writer),
+        gr.update(visible=writer, interactive=here),
+        gr.update(visible=writer),
+        gr.update(interactive=here),
+        gr.update(visible=writer, interactive=here),
+    )
+
+
+def served(services: Services) -> ServedModels:
+    """The models behind the page, for the header."""
+    embedding = services.embedding
+    chat = services.chat
+    return ServedModels(
+        embedding=embedding.served_name,
+        dimension=embedding.profile.dimension,
+        max_tokens=embedding.profile.max_length,
+        chat=chat.served_name if chat is not None else None,
+        context=chat.generator.info.max_model_len if chat is not None else None,
+        reranker=services.reranker.served_name if services.reranker is not None else None,
+    )
+
+
+def _picker(ids: list[str]) -> dict[str, Any]:
+    return gr.update(choices=ids, value=None)
+
 
 def _row(outcome: FileOutcome) -> list[Any]:
     """A file's row in the upload results: name, status, chunks, message."""
     if outcome.error is not None:
         return [outcome.filename, "error", 0, outcome.error.message]
     return [outcome.filename, outcome.status, outcome.chunks, ""]
-
-
-async def _close(deltas: AsyncIterator[Delta]) -> None:
-    aclose = getattr(deltas, "aclose", None)
-    if aclose is not None:
-        await aclose()

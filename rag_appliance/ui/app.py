@@ -1,21 +1,20 @@
-"""build_ui (the Gradio Blocks) and mount_ui (at /ui in the appliance's FastAPI app).
+"""build_ui (the Gradio Blocks and its events) and mount_ui (at /ui in the FastAPI app).
 
 Gradio is imported inside the functions, so `import rag_appliance.ui` stays cheap and the
-appliance runs without gradio installed.
+appliance runs without gradio installed. The components are built in `ui/layout.py`; the
+handlers live in `ui/actions.py` (collections, documents), `ui/chat.py`, `ui/search_tab.py`
+and `ui/documents.py` (the viewer).
 """
 
 from __future__ import annotations
 
-import hmac
 import importlib.util
 import logging
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from rag_appliance.ingest.parsers import SUPPORTED_EXTENSIONS
 from rag_appliance.services import Services
 from rag_appliance.settings import Settings
-from rag_appliance.ui.render import DOCUMENT_HEADERS, RESULT_HEADERS
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -24,8 +23,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UI_PATH = "/ui"
-_NO_SOURCES = "*The sources of the latest answer appear here.*"
-AUTH_MESSAGE = "Sign in with any user name and one of the server's API keys as the password."
+AUTH_MESSAGE = (
+    "Sign in with an API key as the password, and the key's name as the user name "
+    "(a key without a name: any user name)."
+)
 
 
 def build_ui(
@@ -34,141 +35,126 @@ def build_ui(
     """The UI over these services, or over a getter for services built at startup."""
     import gradio as gr
 
+    from rag_appliance.ui import layout
     from rag_appliance.ui.actions import Actions
+    from rag_appliance.ui.base import hidden
+    from rag_appliance.ui.documents import VIEWER_TAB, DocumentActions
+    from rag_appliance.ui.search_tab import SearchActions
 
     if isinstance(services, Services):
         settings = settings or services.settings
         given = services
-        actions = Actions(lambda: given)
+        getter: Callable[[], Services | None] = lambda: given  # noqa: E731
     else:
-        actions = Actions(services)
+        getter = services
     if settings is None:
         raise ValueError("build_ui needs settings when given a services getter")
-    rag, generation = settings.rag, settings.generation
+    actions = Actions(getter)
+    chat = actions.chatting
+    viewer_actions = DocumentActions(getter)
+    searcher = SearchActions(getter)
+
+    def cancel() -> tuple[dict[str, Any], None]:
+        return hidden(), None
+
     # Analytics off: the appliance may run offline, and its usage is nobody else's business.
     with gr.Blocks(title="rag-appliance", analytics_enabled=False) as demo:
-        gr.Markdown("## rag-appliance")
-        with gr.Row(equal_height=True):
-            collection = gr.Dropdown(
-                label="Collection",
-                choices=[],
-                value=rag.default_collection,
-                allow_custom_value=True,
-                scale=3,
-                elem_id="collection",
-            )
-            refresh = gr.Button("Refresh", scale=1, elem_id="refresh")
-            new_name = gr.Textbox(
-                label="New collection",
-                placeholder="letters, digits, '_', '-', '.'",
-                scale=3,
-                elem_id="new-collection",
-            )
-            create = gr.Button("Create", scale=1, elem_id="create-collection")
-        collection_status = gr.Markdown(elem_id="collection-status")
+        top = layout.header(settings)
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with layout.tab("Chat", "chat"):
+                talk = layout.chat_tab(settings)
+            with layout.tab("Search", "search"):
+                find = layout.search_tab(settings)
+            with layout.tab("Documents", "documents"):
+                docs = layout.documents_tab()
+            with layout.tab("Document viewer", VIEWER_TAB):
+                viewer = layout.viewer_tab()
 
-        with gr.Tab("Chat", elem_id="chat-tab"), gr.Row():
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chatbot")
-                question = gr.Textbox(
-                    label="Question",
-                    placeholder="Ask about your documents (Enter sends)",
-                    lines=1,
-                    elem_id="question",
-                )
-                with gr.Row():
-                    send = gr.Button("Send", variant="primary", elem_id="send")
-                    stop = gr.Button("Stop", elem_id="stop")
-                    clear = gr.Button("Clear", elem_id="clear")
-            with gr.Column(scale=2):
-                plain = gr.Checkbox(label="Plain chat (no retrieval)", value=False, elem_id="plain")
-                top_k = gr.Slider(1, 50, value=rag.top_k, step=1, label="Passages (top-k)")
-                temperature = gr.Slider(
-                    0.0, 2.0, value=generation.temperature, step=0.05, label="Temperature"
-                )
-                sources = gr.Markdown(_NO_SOURCES, elem_id="sources")
+        collection = top.collection
+        # Shown or hidden, enabled or not, by what the signed-in key may write (write_controls).
+        writes = [top.new_name, top.create, top.delete, docs.upload, docs.index, docs.delete]
+        listing = [docs.documents, docs.pick, docs.status, top.info, top.saved_collection, *writes]
+        opened = [viewer, tabs]
 
-        with gr.Tab("Documents", elem_id="documents-tab"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    files = gr.File(
-                        label="Files to index (" + ", ".join(sorted(SUPPORTED_EXTENSIONS)) + ")",
-                        file_count="multiple",
-                        file_types=sorted(SUPPORTED_EXTENSIONS),
-                        elem_id="files",
-                    )
-                    index = gr.Button("Index files", variant="primary", elem_id="index")
-                with gr.Column(scale=3):
-                    results = gr.Dataframe(
-                        headers=RESULT_HEADERS,
-                        datatype=["str", "str", "number", "str"],
-                        interactive=False,
-                        label="Upload results",
-                        elem_id="upload-results",
-                    )
-            documents_status = gr.Markdown(elem_id="documents-status")
-            documents = gr.Dataframe(
-                headers=DOCUMENT_HEADERS,
-                datatype=["str", "number", "str", "str"],
-                interactive=False,
-                label="Documents",
-                elem_id="documents",
-            )
-            with gr.Row(equal_height=True):
-                doc_pick = gr.Dropdown(
-                    label="Document",
-                    choices=[],
-                    allow_custom_value=True,
-                    scale=3,
-                    elem_id="doc-pick",
-                )
-                delete = gr.Button("Delete document", variant="stop", scale=1, elem_id="delete")
-
-        listing = [documents, doc_pick, documents_status]
-        demo.load(actions.on_load, [collection], [collection, sources]).then(
-            actions.documents, [collection], listing
+        # -- collections: load (remembered or default), refresh, create, delete ---------------
+        demo.load(
+            actions.on_load, [top.saved_collection], [collection, top.models, talk.sources]
+        ).then(actions.listing, [collection], listing)
+        demo.load(chat.restore, [top.saved_chat], [talk.chatbot])
+        collection.change(actions.listing, [collection], listing)
+        top.refresh.click(actions.refresh_collections, [collection], [collection]).then(
+            actions.listing, [collection], listing
         )
-        refresh.click(actions.refresh_collections, [collection], [collection]).then(
-            actions.documents, [collection], listing
+        top.create.click(
+            actions.create_collection, [top.new_name], [collection, top.new_name]
+        ).then(actions.listing, [collection], listing)
+        top.delete.click(
+            actions.ask_delete_collection,
+            [collection],
+            [top.confirm, top.confirm_text, top.pending_collection],
         )
-        collection.change(actions.documents, [collection], listing)
-        create.click(
-            actions.create_collection, [new_name], [collection, new_name, collection_status]
+        top.confirm_yes.click(
+            actions.delete_collection,
+            [top.pending_collection],
+            [collection, top.confirm, top.pending_collection],
+        ).then(actions.listing, [collection], listing)
+        top.confirm_no.click(cancel, None, [top.confirm, top.pending_collection], queue=False)
+
+        # -- chat: the question shows at once, the answer streams; Stop keeps both ------------
+        asked = gr.on(
+            [talk.question.submit, talk.send.click],
+            chat.ask,
+            [talk.question, talk.chatbot],
+            [talk.chatbot, talk.question],
+            queue=False,
         )
         # Many chats at once: the engine batches them and answers 429 (a toast) when full.
-        answering = gr.on(
-            [question.submit, send.click],
-            actions.chat,
-            [question, chatbot, collection, plain, top_k, temperature],
-            [chatbot, question, sources],
+        asked.then(
+            chat.answer,
+            [talk.chatbot, collection, talk.plain, talk.top_k, talk.temperature, talk.max_tokens],
+            [talk.chatbot, talk.question, talk.sources, top.saved_chat],
             concurrency_limit=None,
+            api_name="chat",
         )
-        stop.click(None, cancels=[answering])
-        clear.click(lambda: ([], _NO_SOURCES), None, [chatbot, sources], queue=False)
+        talk.stop.click(chat.stop, None, None, queue=False)
+        talk.clear.click(
+            chat.clear, None, [talk.chatbot, talk.sources, top.saved_chat], queue=False
+        )
+        talk.sources.click(viewer_actions.open_clicked, None, opened)
+
+        # -- search: the /v1/search request, through the same retriever call ------------------
+        gr.on(
+            [find.query.submit, find.run.click],
+            searcher.search,
+            [collection, find.query, find.mode, find.filter, find.group, find.top_k],
+            [find.results, find.summary],
+            api_name="search",
+        )
+        find.results.click(viewer_actions.open_clicked, None, opened)
+
+        # -- documents: upload, pick, view, delete (after a confirmation) ---------------------
         # One upload at a time: indexing shares the embedding engine with search and chat.
-        indexed = index.click(
-            actions.upload, [files, collection], [results, files], concurrency_limit=1
+        indexed = docs.index.click(
+            actions.upload,
+            [docs.files, collection],
+            [docs.results, docs.files],
+            concurrency_limit=1,
         )
         indexed.then(actions.refresh_collections, [collection], [collection]).then(
-            actions.documents, [collection], listing
+            actions.listing, [collection], listing
         )
-        delete.click(actions.delete_document, [collection, doc_pick], listing)
+        docs.documents.select(actions.pick_row, None, [docs.pick])
+        docs.view.click(viewer_actions.open_picked, [collection, docs.pick], opened)
+        docs.delete.click(
+            actions.ask_delete_document,
+            [collection, docs.pick],
+            [docs.confirm, docs.confirm_text, top.pending_document],
+        )
+        docs.confirm_yes.click(
+            actions.delete_document, [top.pending_document], [docs.confirm, top.pending_document]
+        ).then(actions.listing, [collection], listing)
+        docs.confirm_no.click(cancel, None, [docs.confirm, top.pending_document], queue=False)
     return demo
-
-
-def make_auth(api_keys: Sequence[str]) -> Callable[[str, str], bool] | None:
-    """Gradio's login check: any user name, one of the API keys as the password (no keys: open)."""
-    keys = [key.encode() for key in api_keys]
-    if not keys:
-        return None
-
-    def check(_username: str, password: str) -> bool:
-        given = password.encode()
-        # Compare against every key so the time taken does not tell which one was close.
-        matches = [hmac.compare_digest(given, key) for key in keys]
-        return any(matches)
-
-    return check
 
 
 def mount_ui(
@@ -183,11 +169,15 @@ def mount_ui(
         return False
     import gradio as gr
 
+    from rag_appliance.auth import ui_auth
+    from rag_appliance.ui.layout import CSS
+
     gr.mount_gradio_app(
         app,
         build_ui(services, settings),
         path=path,
-        auth=make_auth(settings.server.api_keys),
+        # An API key as the password, a named key's name as the user name; None: open.
+        auth=ui_auth(settings),
         auth_message=AUTH_MESSAGE,
         # Unexpected exceptions show a generic error, never their text (handlers catch them).
         show_error=False,
@@ -197,5 +187,6 @@ def mount_ui(
         run_history=False,
         ssr_mode=False,
         mcp_server=False,
+        css=CSS,
     )
     return True

@@ -153,3 +153,30 @@ def test_metrics_show_retrieval_and_time_to_first_token(
     assert (
         'rag_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}' in after
     )
+
+
+def test_the_retrieval_report_says_what_happened(rig: tuple[str, Services, FakeGenerator]) -> None:
+    url, _, _ = rig
+    body = {
+        "model": "rag",
+        "messages": [
+            {"role": "user", "content": "Tell me about project Bluefin."},
+            {"role": "assistant", "content": "It has a launch code [1]."},
+            {"role": "user", "content": "What is it?"},
+        ],
+    }
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    report = r.json()["retrieval"]
+    # the follow-up was searched with the earlier question, and found the fact
+    assert report["query"] == "What is it?\nTell me about project Bluefin.\nWhat is it?"
+    assert r.json()["sources"][0]["doc_id"] == "bluefin"
+    assert report["collection"] == "kb" and report["passages_found"] == 2
+    assert report["passages_used"] == 2 and report["messages_dropped"] == 0
+    assert report["notice"] is None
+    empty = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={**body, "rag": {"collection": "kb", "filter": {"team": "nobody"}}},
+        timeout=60,
+    ).json()["retrieval"]
+    assert empty["passages_found"] == 0 and "No passages" in empty["notice"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rag_appliance.chat.prompt import INSTRUCTIONS, NO_CONTEXT, last_user_text, pack, with_context
+from rag_appliance.chat.prompt import INSTRUCTIONS, NO_CONTEXT, NO_ROOM, pack, with_context
 from rag_appliance.generation.base import Message
 from rag_appliance.retrieval.retriever import SearchHit
 
@@ -34,7 +34,8 @@ def test_stops_before_the_passage_that_would_not_fit() -> None:
 def test_nothing_fits_or_nothing_found_says_so() -> None:
     assert pack([], 1000, count).system_text == NO_CONTEXT
     tiny = pack([hit("a", 0.9, 100)], 5, count)
-    assert tiny.hits == [] and tiny.system_text == NO_CONTEXT
+    # found but too long: said as such, not "nothing was found"
+    assert tiny.hits == [] and tiny.system_text == NO_ROOM
 
 
 def test_context_joins_the_system_message() -> None:
@@ -42,9 +43,3 @@ def test_context_joins_the_system_message() -> None:
     out = with_context(msgs, "CTX")
     assert out[0] == Message("system", "Be brief.\n\nCTX") and out[1:] == msgs[1:]
     assert with_context([Message("user", "Q?")], "CTX")[0] == Message("system", "CTX")
-
-
-def test_question_is_the_last_user_text() -> None:
-    msgs = [Message("user", "first"), Message("assistant", "a"), Message("user", "  ")]
-    assert last_user_text(msgs) == "first"
-    assert last_user_text([Message("system", "s")]) == ""
