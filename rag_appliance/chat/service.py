@@ -150,20 +150,7 @@ class ChatService:
         if params.rag is not None:
             messages, sources, report = await self._with_retrieval(params, params.rag, budget)
         prompt = gen.chat_prompt(messages)
-        s = self.settings
-        sampling = SamplingParams(
-            max_tokens=budget.completion(len(prompt)),
-            temperature=s.temperature if params.temperature is None else params.temperature,
-            top_p=s.top_p if params.top_p is None else params.top_p,
-            stop=params.stop,
-            seed=params.seed,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            repetition_penalty=params.repetition_penalty,
-            logit_bias=params.logit_bias,
-            logprobs=params.logprobs,
-            structured=params.structured,
-        )
+        sampling = self._sampling(params, budget.completion(len(prompt)))
         prepared = PreparedChat(prompt, sampling, messages, sources, report)
         if self.settings.record_prompts:
             self.recorded.append(prepared)
@@ -265,8 +252,13 @@ class ChatService:
         s = self.settings
         budget = TokenBudget(self.generator.info.max_model_len, params.max_tokens, s.max_tokens)
         # The same defaults as prepare(): chat and completions sample alike.
-        sampling = SamplingParams(
-            max_tokens=budget.completion(len(prompt)),
+        sampling = self._sampling(params, budget.completion(len(prompt)))
+        return PreparedChat(prompt=prompt, sampling=sampling, messages=[], sources=None)
+
+    def _sampling(self, params: ChatParams, max_tokens: int) -> SamplingParams:
+        s = self.settings
+        return SamplingParams(
+            max_tokens=max_tokens,
             temperature=s.temperature if params.temperature is None else params.temperature,
             top_p=s.top_p if params.top_p is None else params.top_p,
             stop=params.stop,
@@ -278,7 +270,6 @@ class ChatService:
             logprobs=params.logprobs,
             structured=params.structured,
         )
-        return PreparedChat(prompt=prompt, sampling=sampling, messages=[], sources=None)
 
     def guarded_stream(self, prepared: PreparedChat, request_id: str) -> GuardedDeltas:
         """The engine's deltas through the loop guard and, for RAG, the citation filter.
