@@ -3,8 +3,10 @@ search.run (which does the grouping). The caller holds one REPEATABLE READ, read
 transaction around the whole search, so every arm, the BM25 statistics and each grouping round
 see the same snapshot (a document replaced meanwhile is either all old or all new).
 
-- dense: `ORDER BY embedding <=> q LIMIT n` (the HNSW index, with pgvector's iterative scan so
-  that a filter does not cut the result short), score `1 - cosine distance`;
+- dense: `ORDER BY embedding <=> q LIMIT n`, score `1 - cosine distance`: exact below the HNSW
+  threshold, else one sub-query per segment (its partial HNSW index, with pgvector's iterative
+  scan so that a filter does not cut the result short) and one exact over the rows after the
+  last segment, merged (see dense_query and pg_hnsw);
 - sparse: BM25 over the PostgreSQL full-text index. The query's lexemes (the collection's text
   search configuration, distinct) are OR-ed into one tsquery, so any term may match, and the
   GIN index finds the chunks holding one. Each is scored
@@ -32,7 +34,7 @@ from psycopg import sql
 
 from rag_appliance.store.base import Hit
 from rag_appliance.store.pg_filters import Condition
-from rag_appliance.store.pg_sql import Cursor, Meta, tokenise
+from rag_appliance.store.pg_sql import Cursor, Meta, seg_range, tokenise
 from rag_appliance.store.search import RRF_K, SearchPlan, SparseQuery, weighted_terms
 from rag_appliance.store.search import run as run_search
 
@@ -70,10 +72,7 @@ def search(
     def dense_arm(limit: int, payloads: bool) -> list[tuple[Any, ...]]:
         ef = min(EF_SEARCH_MAX, max(EF_SEARCH_MIN, limit))
         cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-        query = sql.SQL(
-            "SELECT id, 1 - (embedding <=> %(q)s){} FROM {} WHERE {} "
-            "ORDER BY embedding <=> %(q)s LIMIT %(n)s"
-        ).format(sql.SQL(", payload") if payloads else sql.SQL(""), table, condition.sql)
+        query = dense_query(table, meta, condition, payloads)
         return cur.execute(query, {**condition.params, "q": dense, "n": limit}).fetchall()
 
     def sparse_arm(limit: int, payloads: bool) -> list[tuple[Any, ...]]:
@@ -127,6 +126,34 @@ def search(
         return _with_payloads(cur, table, fused)
 
     return run_search(plan, fetch)
+
+
+def dense_query(
+    table: sql.Composable, meta: Meta, condition: Condition, payloads: bool
+) -> sql.Composed:
+    """The dense arm: (id, cosine[, payload]) of the `%(n)s` rows nearest `%(q)s` that pass
+    `condition`, nearest first. On a table with segments (pg_hnsw), each segment's rows are
+    one sub-query that its partial HNSW index answers (the seg range is the index's predicate),
+    the rows after the last segment one exact sub-query, and the nearest of all win: each
+    sub-query is exact on its rows whatever index serves it, so any snapshot of the segment
+    list gives the right rows."""
+    columns = sql.SQL(", payload") if payloads else sql.SQL("")
+    if not meta.segments:  # one arm: exact, or the single index of a table made before segments
+        return sql.SQL(
+            "SELECT id, 1 - (embedding <=> %(q)s){} FROM {} WHERE {} "
+            "ORDER BY embedding <=> %(q)s LIMIT %(n)s"
+        ).format(columns, table, condition.sql)
+    ranges = [seg_range(s.first, s.last) for s in meta.segments] + [seg_range(meta.tail, None)]
+    arms = [
+        sql.SQL(
+            "(SELECT id, embedding <=> %(q)s AS d{} FROM {} WHERE {} AND {} "
+            "ORDER BY embedding <=> %(q)s LIMIT %(n)s)"
+        ).format(columns, table, rows, condition.sql)
+        for rows in ranges
+    ]
+    return sql.SQL("SELECT id, 1 - d{} FROM ({}) AS u ORDER BY d, id LIMIT %(n)s").format(
+        columns, sql.SQL(" UNION ALL ").join(arms)
+    )
 
 
 class Bm25Terms:

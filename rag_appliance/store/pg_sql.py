@@ -5,16 +5,26 @@ Everything lives in one schema (`rag_appliance` by default). `rag_collections` i
 each collection's name, its table, provenance, BM25 config (NULL: dense only) and the text
 search configuration its writes tokenise with. A collection's table holds one row per point:
 
-    id uuid PRIMARY KEY, embedding vector(dim), payload jsonb, tsv tsvector,
-    tsv_len integer GENERATED ALWAYS AS (rag_tsv_length(tsv)) STORED
+    id uuid PRIMARY KEY, embedding vector(dim) STORAGE MAIN, payload jsonb STORAGE MAIN,
+    tsv tsvector, tsv_len integer GENERATED ALWAYS AS (rag_tsv_length(tsv)) STORED, seg integer
 
-with an HNSW index (vector_cosine_ops), a GIN index on the payload (jsonb_path_ops: the
-equality conditions of every filter, doc_id/content_hash/chunk_index/committed included), a
-GIN index on tsv (which chunks hold a term) and a partial index on the chunks with terms
-(counting them is BM25's N). tsv is NULL where no text was tokenised (a dense-only collection,
-or a point an upgrade has not reached yet) and empty for a text without terms; tsv_len is the
-chunk's length in terms (BM25's document length), kept beside it so that a search does not
-unnest every candidate's tsvector to count it.
+with a b-tree index on seg, a GIN index on the payload (jsonb_path_ops: the equality conditions
+of every filter, doc_id/content_hash/chunk_index/committed included), a GIN index on tsv (which
+chunks hold a term) and a partial index on the chunks with terms (counting them is BM25's N).
+tsv is NULL where no text was tokenised (a dense-only collection, or a point an upgrade has not
+reached yet) and empty for a text without terms; tsv_len is the chunk's length in terms (BM25's
+document length), kept beside it so that a search does not unnest every candidate's tsvector to
+count it. The embedding and the payload stay in the row (STORAGE MAIN, the payload compressed
+when the row is long), and the terms go to TOAST first: with pgvector's default (EXTERNAL) a
+row of a 384-d vector and a chunk's text outgrew 2 kB and moved its vector out, so that every
+exact distance was a TOAST fetch (5x slower), and each filtered row read its payload from there
+(2.3x slower).
+
+HNSW indexes are partial, one per segment (pg_hnsw): `seg` is the registry's `open_seg` when the
+row was written, and a segment is a sealed range of seg numbers with the index
+`WHERE seg >= first AND seg <= last`; the rows after the last segment are searched exactly.
+Tables made before segments (registry `open_seg` NULL) have no seg column and one HNSW index over
+every row, made at creation, and keep it.
 
 Why tsv is an ordinary column and not GENERATED: the configuration is per collection and only
 known when BM25 is enabled, and `enable_sparse` fills it page by page while writes go on; a
@@ -62,6 +72,16 @@ _ASCII_PUNCTUATION = "[!-/:-@[-`{-~]+"
 
 
 @dataclass(frozen=True)
+class Segment:
+    """The rows with `first <= seg <= last`, under the partial HNSW index `index`."""
+
+    first: int
+    last: int
+    index: str
+    points: int  # the rows it held when its index was built
+
+
+@dataclass(frozen=True)
 class Meta:
     """A collection's registry row."""
 
@@ -71,6 +91,17 @@ class Meta:
     created_at: str
     bm25: Bm25Config | None  # None: dense only
     ts_config: str | None  # the regconfig its writes tokenise with (set while upgrading too)
+    # The seg rows are written with; None: a table made before segments (one HNSW index).
+    open_seg: int | None = None
+    segments: tuple[Segment, ...] = ()  # in seg order, contiguous from 0
+
+    @property
+    def tail(self) -> int:
+        """The first seg no segment covers: rows from it on are searched exactly."""
+        return self.segments[-1].last + 1 if self.segments else 0
+
+
+_META_COLUMNS = "name, table_name, provenance, bm25, ts_config, created_at, open_seg, segments"
 
 
 def table_name(name: str) -> str:
@@ -90,13 +121,26 @@ def ensure_registry(cur: Cursor, schema: str) -> None:
             "FROM unnest($1) $$"
         ).format(sql.Identifier(schema, LENGTH_FUNCTION))
     )
+    registry = sql.Identifier(schema, REGISTRY)
     cur.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, table_name text NOT NULL "
             "UNIQUE, provenance jsonb NOT NULL, bm25 jsonb, ts_config text, created_at text "
-            "NOT NULL)"
-        ).format(sql.Identifier(schema, REGISTRY))
+            "NOT NULL, open_seg integer, segments jsonb)"
+        ).format(registry)
     )
+    columns = cur.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attname IN ('open_seg', 'segments') AND NOT attisdropped",
+        (registry.as_string(cur.connection),),
+    ).fetchone()
+    if columns is None or columns[0] < 2:  # a registry made before segments
+        cur.execute(
+            sql.SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS open_seg integer, "
+                "ADD COLUMN IF NOT EXISTS segments jsonb"
+            ).format(registry)
+        )
 
 
 def lock(cur: Cursor, schema: str) -> None:
@@ -116,9 +160,9 @@ def read_meta(cur: Cursor, schema: str, name: str, *, share: bool = False) -> Me
 
 def find_meta(cur: Cursor, schema: str, name: str, *, share: bool = False) -> Meta | None:
     """The collection's registry row, None if there is none (`share`: as read_meta)."""
-    query = sql.SQL(
-        "SELECT name, table_name, provenance, bm25, ts_config, created_at FROM {} WHERE name = %s"
-    ).format(sql.Identifier(schema, REGISTRY))
+    query = sql.SQL("SELECT {} FROM {} WHERE name = %s").format(
+        sql.SQL(_META_COLUMNS), sql.Identifier(schema, REGISTRY)
+    )
     if share:
         query = query + sql.SQL(" FOR SHARE")
     row = cur.execute(query, (name,)).fetchone()
@@ -127,14 +171,14 @@ def find_meta(cur: Cursor, schema: str, name: str, *, share: bool = False) -> Me
 
 def list_meta(cur: Cursor, schema: str) -> list[Meta]:
     """Every registered collection, by name."""
-    query = sql.SQL(
-        "SELECT name, table_name, provenance, bm25, ts_config, created_at FROM {} ORDER BY name"
-    ).format(sql.Identifier(schema, REGISTRY))
+    query = sql.SQL("SELECT {} FROM {} ORDER BY name").format(
+        sql.SQL(_META_COLUMNS), sql.Identifier(schema, REGISTRY)
+    )
     return [_meta(row) for row in cur.execute(query).fetchall()]
 
 
 def _meta(row: tuple[Any, ...]) -> Meta:
-    name, table, provenance, bm25, ts_config, created_at = row
+    name, table, provenance, bm25, ts_config, created_at, open_seg, segments = row
     try:
         return Meta(
             name,
@@ -143,6 +187,11 @@ def _meta(row: tuple[Any, ...]) -> Meta:
             created_at,
             bm25_from_dict(bm25),
             ts_config,
+            None if open_seg is None else int(open_seg),
+            tuple(
+                Segment(int(s["first"]), int(s["last"]), str(s["index"]), int(s["points"]))
+                for s in segments or ()
+            ),
         )
     except (KeyError, TypeError, ValueError):
         raise Conflict(
@@ -154,8 +203,8 @@ def insert_meta(cur: Cursor, schema: str, meta: Meta) -> None:
     """Register the collection."""
     cur.execute(
         sql.SQL(
-            "INSERT INTO {} (name, table_name, provenance, bm25, ts_config, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s)"
+            "INSERT INTO {} (name, table_name, provenance, bm25, ts_config, created_at, "
+            "open_seg, segments) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(sql.Identifier(schema, REGISTRY)),
         (
             meta.name,
@@ -164,8 +213,57 @@ def insert_meta(cur: Cursor, schema: str, meta: Meta) -> None:
             None if meta.bm25 is None else Jsonb(bm25_to_dict(meta.bm25)),
             meta.ts_config,
             meta.created_at,
+            meta.open_seg,
+            Jsonb(segments_json(meta.segments)),
         ),
     )
+
+
+def segments_json(segments: tuple[Segment, ...]) -> list[dict[str, Any]]:
+    """The registry's `segments` value."""
+    return [
+        {"first": s.first, "last": s.last, "index": s.index, "points": s.points} for s in segments
+    ]
+
+
+def set_segments(cur: Cursor, schema: str, name: str, segments: tuple[Segment, ...]) -> bool:
+    """Record the collection's segments; False if it is gone."""
+    cur.execute(
+        sql.SQL("UPDATE {} SET segments = %s WHERE name = %s").format(
+            sql.Identifier(schema, REGISTRY)
+        ),
+        (Jsonb(segments_json(segments)), name),
+    )
+    return cur.rowcount == 1
+
+
+def seal(cur: Cursor, schema: str, name: str) -> int | None:
+    """Start a new open segment and return the one sealed (None if the collection is gone).
+    The update waits for the writes in flight, which hold the row's share lock; later writes
+    read the new `open_seg`."""
+    row = cur.execute(
+        sql.SQL(
+            "UPDATE {} SET open_seg = open_seg + 1 WHERE name = %s AND open_seg IS NOT NULL "
+            "RETURNING open_seg - 1"
+        ).format(sql.Identifier(schema, REGISTRY)),
+        (name,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def seg_range(first: int, last: int | None) -> sql.Composed:
+    """`seg >= first [AND seg <= last]` with literal bounds: a partial index's predicate, and a
+    search arm's condition, which the planner matches to the predicate (it cannot with
+    parameters)."""
+    if last is None:
+        return sql.SQL("seg >= {}").format(sql.Literal(first))
+    return sql.SQL("seg >= {} AND seg <= {}").format(sql.Literal(first), sql.Literal(last))
+
+
+def segment_index_name(table: str, last: int) -> str:
+    """The HNSW index of the segment ending at seg `last` (each build seals a new seg, so the
+    name is new; at most 51 + 2 + 10 characters)."""
+    return f"{table}_h{last}"
 
 
 def set_sparse(
@@ -181,7 +279,8 @@ def set_sparse(
 
 
 def create_table(cur: Cursor, schema: str, table: str, dimension: int) -> None:
-    """The collection's table and its indexes."""
+    """The collection's table and its indexes (no HNSW index: pg_hnsw builds them by
+    segment)."""
     if dimension > MAX_DIMENSION:
         raise InvalidRequest(
             f"the pgvector backend stores vectors of up to {MAX_DIMENSION} dimensions, "
@@ -193,15 +292,17 @@ def create_table(cur: Cursor, schema: str, table: str, dimension: int) -> None:
         sql.SQL(
             "CREATE TABLE {} (id uuid PRIMARY KEY, embedding vector({}) NOT NULL, "
             "payload jsonb NOT NULL, tsv tsvector, "
-            "tsv_len integer GENERATED ALWAYS AS ({}(tsv)) STORED)"
+            "tsv_len integer GENERATED ALWAYS AS ({}(tsv)) STORED, seg integer NOT NULL)"
         ).format(t, sql.Literal(dimension), sql.Identifier(schema, LENGTH_FUNCTION))
     )
-    if dimension <= HNSW_MAX_DIMENSION:
-        cur.execute(
-            sql.SQL("CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops)").format(
-                sql.Identifier(f"{table}_hnsw"), t
-            )
-        )
+    # In the row, not in TOAST (module docstring); a value too long for the page still moves.
+    cur.execute(
+        sql.SQL(
+            "ALTER TABLE {} ALTER COLUMN embedding SET STORAGE MAIN, "
+            "ALTER COLUMN payload SET STORAGE MAIN"
+        ).format(t)
+    )
+    cur.execute(sql.SQL("CREATE INDEX {} ON {} (seg)").format(sql.Identifier(f"{table}_seg"), t))
     cur.execute(
         sql.SQL("CREATE INDEX {} ON {} USING gin (payload jsonb_path_ops)").format(
             sql.Identifier(f"{table}_payload"), t

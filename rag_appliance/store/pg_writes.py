@@ -57,15 +57,24 @@ def upsert(cur: Cursor, schema: str, meta: Meta, points: Sequence[Point]) -> Non
         if meta.ts_config is not None
         else sql.SQL("NULL::tsvector")
     )
+    # A new row, or a rewritten one, goes to the open segment, which no HNSW index takes.
+    segments = meta.open_seg is not None  # False: a table made before segments
+    # The vectors go in binary (%b): their text form cost more than the rest of the write.
     cur.execute(
         sql.SQL(
-            "INSERT INTO {} (id, embedding, payload, tsv) "
-            "SELECT u.id, u.embedding, u.payload, {} "
-            "FROM unnest(%s::uuid[], %s::vector[], %s::jsonb[], %s::text[]) "
+            "INSERT INTO {table} (id, embedding, payload, tsv{seg}) "
+            "SELECT u.id, u.embedding, u.payload, {tsv}{value} "
+            "FROM unnest(%s::uuid[], %b::vector[], %s::jsonb[], %s::text[]) "
             "AS u(id, embedding, payload, text) "
             "ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding, "
-            "payload = EXCLUDED.payload, tsv = EXCLUDED.tsv"
-        ).format(sql.Identifier(schema, meta.table), tsv),
+            "payload = EXCLUDED.payload, tsv = EXCLUDED.tsv{update}"
+        ).format(
+            table=sql.Identifier(schema, meta.table),
+            seg=sql.SQL(", seg" if segments else ""),
+            tsv=tsv,
+            value=sql.SQL(", {}").format(sql.Literal(meta.open_seg)) if segments else sql.SQL(""),
+            update=sql.SQL(", seg = EXCLUDED.seg" if segments else ""),
+        ),
         (
             [rows[i][0] for i in order],
             [vectors[i] for i in order],
@@ -73,6 +82,14 @@ def upsert(cur: Cursor, schema: str, meta: Meta, points: Sequence[Point]) -> Non
             [rows[i][2] for i in order],
         ),
     )
+
+
+def moved(meta: Meta) -> sql.Composable:
+    """`, seg = <open>` for an UPDATE: a row rewritten joins the open segment, so no segment's
+    HNSW index takes the new version (nothing for a table made before segments)."""
+    if meta.open_seg is None:
+        return sql.SQL("")
+    return sql.SQL(", seg = {}").format(sql.Literal(meta.open_seg))
 
 
 def _row(point: Point) -> tuple[str, str, str | None]:
@@ -133,7 +150,7 @@ def upgrade(
             # Rows behind the cursor stay tokenised: every write since step 1 tokenises.
             done = cur.execute(
                 sql.SQL(
-                    "UPDATE {t} SET tsv = {tsv} WHERE id IN (SELECT id FROM {t} "
+                    "UPDATE {t} SET tsv = {tsv}{seg} WHERE id IN (SELECT id FROM {t} "
                     "WHERE tsv IS NULL AND (%(last)s::uuid IS NULL OR id > %(last)s::uuid) "
                     "ORDER BY id LIMIT %(page)s) RETURNING id"
                 ).format(
@@ -141,6 +158,7 @@ def upgrade(
                     tsv=tokenise(
                         sql.SQL("{}::regconfig").format(sql.Literal(meta.ts_config)), text
                     ),
+                    seg=moved(meta),
                 ),
                 {"last": last, "page": PAGE},
             ).fetchall()

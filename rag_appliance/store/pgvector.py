@@ -28,7 +28,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from rag_appliance.errors import InvalidRequest, ServiceUnavailable, SettingsError
-from rag_appliance.store import pg_search, pg_sql, pg_writes
+from rag_appliance.store import pg_hnsw, pg_search, pg_sql, pg_writes
 from rag_appliance.store.base import (
     DEFAULT_BM25,
     Bm25Config,
@@ -45,6 +45,7 @@ from rag_appliance.store.base import (
 )
 from rag_appliance.store.bm25 import check_bm25
 from rag_appliance.store.pg_filters import where
+from rag_appliance.store.pg_hnsw import HnswBuilder
 from rag_appliance.store.pg_server import EmbeddedPostgres, check_database, one_line, search_path
 from rag_appliance.store.pg_sql import Cursor, Meta
 from rag_appliance.store.provenance import provenance_conflict, utc_now
@@ -67,19 +68,27 @@ SCHEMA = "rag_appliance"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}", re.ASCII)
 # Tries of a write transaction that lost a deadlock or serialisation race.
 WRITE_TRIES = 3
+# Tries of delete_collection's DROP TABLE (after cancelling index builds), DROP_LOCK_S each.
+DROP_TRIES, DROP_LOCK_S = 5, 2
 
 
 def from_settings(settings: Settings) -> VectorStore:
     """The store on `store.url`, or on the embedded PostgreSQL under `data_dir/postgres`."""
     store = settings.store
     if store.url:
-        return PgVectorStore(store.url, pool_size=store.pool_size, timeout=store.timeout_s)
+        return PgVectorStore(
+            store.url,
+            pool_size=store.pool_size,
+            timeout=store.timeout_s,
+            hnsw_threshold=store.hnsw_threshold,
+        )
     server = EmbeddedPostgres.start(settings.data_dir / "postgres")
     try:
         return PgVectorStore(
             server.conninfo,
             pool_size=store.pool_size,
             timeout=store.timeout_s,
+            hnsw_threshold=store.hnsw_threshold,
             server=server,
             setting=f"store.url is not set; the embedded PostgreSQL under {server.pgdata}",
         )
@@ -98,11 +107,16 @@ class PgVectorStore:
         schema: str = SCHEMA,
         pool_size: int = 8,
         timeout: float = 30.0,
+        hnsw_threshold: int = 20_000,
         server: EmbeddedPostgres | None = None,
         setting: str = "store.url",
     ) -> None:
         """Connect to `conninfo` (a libpq conninfo or postgresql:// URL); `server` is released
-        on close. SettingsError naming `setting` when the database is unusable."""
+        on close. SettingsError naming `setting` when the database is unusable. A collection's
+        rows are HNSW-indexed in the background once `hnsw_threshold` of them are not (pg_hnsw;
+        0: never, exact search only)."""
+        if hnsw_threshold < 0:
+            raise ValueError(f"hnsw_threshold must be 0 or more, not {hnsw_threshold}")
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"invalid schema name {schema!r}: use [a-z_][a-z0-9_]*, 1-63 chars")
         self._schema = schema
@@ -137,6 +151,9 @@ class PgVectorStore:
         except (PoolTimeout, psycopg.Error, ServiceUnavailable) as exc:
             self._pool.close()
             raise SettingsError(f"{setting}: PostgreSQL is not usable: {one_line(exc)}") from None
+        self._builder = HnswBuilder(
+            conninfo, schema, (schema, ext_schema), hnsw_threshold, max(timeout, 10.0), self._read
+        )
 
     # -- VectorStore -------------------------------------------------------------------------
 
@@ -155,7 +172,7 @@ class PgVectorStore:
                 table = pg_sql.table_name(name)
                 config = None if bm25 is None else pg_sql.ts_config(cur, self._schema, bm25)
                 pg_sql.create_table(cur, self._schema, table, provenance.dimension)
-                stored = Meta(name, table, provenance, utc_now(), bm25, config)
+                stored = Meta(name, table, provenance, utc_now(), bm25, config, open_seg=0)
                 pg_sql.insert_meta(cur, self._schema, stored)
         if stored.provenance != provenance:
             raise provenance_conflict(name, stored.provenance, provenance)
@@ -173,8 +190,10 @@ class PgVectorStore:
             return [self._info(cur, meta) for meta in pg_sql.list_meta(cur, self._schema)]
 
     def delete_collection(self, name: str) -> None:
-        """Delete the collection (waits for the writes in flight on it)."""
+        """Delete the collection (waits for the writes in flight on it; cancels its index
+        builds)."""
         check_collection_name(name)
+        self._builder.cancel(name)
         with self._ddl(name) as cur:
             meta = pg_sql.read_meta(cur, self._schema, name)
             cur.execute(
@@ -183,11 +202,23 @@ class PgVectorStore:
                 ),
                 (name,),
             )
-            pg_sql.drop_table(cur, self._schema, meta.table)
+            for attempt in range(1, DROP_TRIES + 1):
+                # A build that started after the cancel would hold the DROP for its whole
+                # length: cancel again each time the lock takes longer than DROP_LOCK_S.
+                wait = f"{DROP_LOCK_S}s" if attempt < DROP_TRIES else "0"
+                try:
+                    with cur.connection.transaction():  # a savepoint
+                        pg_hnsw.cancel_builds(cur, self._schema, meta.table)
+                        cur.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
+                        pg_sql.drop_table(cur, self._schema, meta.table)
+                    break
+                except (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected):
+                    continue  # (a build waiting for this transaction to end: cancelled next)
 
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         """Insert or replace points by id (Conflict if a vector has the wrong dimension)."""
         self._write(name, lambda cur, meta: pg_writes.upsert(cur, self._schema, meta, points))
+        self._builder.poke(name, len(points))
 
     def replace_documents(self, name: str, doc_ids: Sequence[str], points: Sequence[Point]) -> None:
         """Delete every point whose payload doc_id is one of `doc_ids` and upsert `points`, in
@@ -202,21 +233,26 @@ class PgVectorStore:
             pg_writes.upsert(cur, self._schema, meta, points)
 
         self._write(name, replace)
+        self._builder.poke(name, len(points))
 
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         """Merge `payload`'s keys into the payload of every point matching `flt`."""
         merged = pg_writes.payload_json(payload)
         condition = where(flt)
+        rewritten = 0
 
         def update(cur: Cursor, meta: Meta) -> None:
+            nonlocal rewritten
             cur.execute(
-                sql.SQL("UPDATE {} SET payload = payload || %(merged)s::jsonb WHERE {}").format(
-                    self._table(meta), condition.sql
+                sql.SQL("UPDATE {} SET payload = payload || %(merged)s::jsonb{} WHERE {}").format(
+                    self._table(meta), pg_writes.moved(meta), condition.sql
                 ),
                 {**condition.params, "merged": merged},
             )
+            rewritten = cur.rowcount
 
         self._write(name, update)
+        self._builder.poke(name, rewritten)  # the rows it rewrote joined the tail
 
     def delete(self, name: str, flt: Filter) -> None:
         """Delete every point matching `flt`."""
@@ -322,15 +358,45 @@ class PgVectorStore:
         check_collection_name(name)
         check_bm25(bm25)
         pg_writes.upgrade(self._locked, self._ddl, self._schema, name, bm25, progress)
-        return self.get_collection(name)
+        info = self.get_collection(name)
+        self._builder.poke(name, info.points_count)  # the rows it tokenised joined the tail
+        return info
 
     def close(self) -> None:
-        """Close the connections, and stop the embedded server if this store started it
-        (idempotent)."""
+        """Stop the index builds (a build cut short is redone later), close the connections,
+        and stop the embedded server if this store started it (idempotent)."""
+        self._builder.stop()
         self._pool.close()
         if self._server is not None:
             self._server.release()
             self._server = None
+
+    # -- testing and operations --------------------------------------------------------------
+
+    def indexed_points(self, name: str) -> int:
+        """How many of the collection's points are in HNSW-indexed segments (the rest: exact
+        search)."""
+        with self._read(name) as (cur, meta):
+            if meta.open_seg is None:  # a table made before segments: one index over all rows
+                if meta.provenance.dimension > pg_sql.HNSW_MAX_DIMENSION:
+                    return 0
+                return self._info(cur, meta).points_count
+            if not meta.segments:
+                return 0
+            row = cur.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE seg <= {}").format(
+                    self._table(meta), sql.Literal(meta.segments[-1].last)
+                )
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def wait_for_index(self, name: str, timeout: float | None = None) -> bool:
+        """Index the collection's unindexed rows if they reach the threshold and wait until
+        nothing is left to build; False on timeout or if the build failed."""
+        with self._read(name):
+            pass  # CollectionNotFound
+        return self._builder.wait(name, timeout)
 
     # -- internals ---------------------------------------------------------------------------
 
