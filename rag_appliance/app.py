@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from rag_appliance.api import (
     collections,
@@ -29,11 +30,13 @@ from rag_appliance.auth.middleware import AuthMiddleware, FailureThrottle
 from rag_appliance.chat import router as chat
 from rag_appliance.completions import router as completions
 from rag_appliance.errors import AppError, error_body, status_type
+from rag_appliance.feedback import router as feedback
 from rag_appliance.middleware import (
     BodyLimitMiddleware,
     CrossOriginMiddleware,
     HttpMetricsMiddleware,
 )
+from rag_appliance.protocol import openapi
 from rag_appliance.rerank import router as rerank
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
@@ -101,9 +104,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     protected = [Depends(require_api_key)]
     for module in (embeddings, chat, completions, rerank, models, index, search, collections):
         app.include_router(module.router, dependencies=protected)
+    app.include_router(feedback.router, dependencies=protected)
     app.include_router(health.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)
+    openapi.install(app, settings)  # the document as the handlers above answer (no 422)
     if settings.server.ui:
         _mount_ui(app, settings)
     return app
@@ -127,18 +132,30 @@ def _install_error_handlers(app: FastAPI) -> None:
         return json_response(_validation_body(exc.errors()), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        headers = exc.headers
         if exc.status_code == 404:
             message = "Not found: no such route"
+        if exc.status_code == 405:  # Starlette's Allow names one route's methods, not the path's
+            headers = {**(headers or {}), "Allow": _allowed(app, request)}
         body = error_body(message, status_type(exc.status_code), None, None)
-        return json_response(body, status_code=exc.status_code, headers=exc.headers)
+        return json_response(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         body = error_body("The server had an error while processing your request.", "server_error")
         return json_response(body, status_code=500)
+
+
+def _allowed(app: FastAPI, request: Request) -> str:
+    """Every method some route serves at this request's path (for a 405's Allow header)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, BaseRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def _validation_body(errors: Any) -> dict[str, Any]:

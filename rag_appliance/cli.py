@@ -62,6 +62,45 @@ def _parser() -> argparse.ArgumentParser:
         "--exact", action="store_true", help="also rank by exact numpy search, as a reference"
     )
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
+    evaluate.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="compare this embedding model (repeat: hub name, local path or registry name); each "
+        "indexes the set into its own temporary collection",
+    )
+    evaluate.add_argument(
+        "--mode", choices=["dense", "sparse", "hybrid"], help="search mode of --model rows"
+    )
+
+    finetune = sub.add_parser(
+        "finetune",
+        parents=[common],
+        help="fine-tune the embedding model on query-document pairs (docs/finetuning.md)",
+    )
+    finetune.add_argument("--pairs", type=Path, help="JSONL {query, positive, negative?}")
+    finetune.add_argument("--from-logs", action="store_true", help="pairs from the search log")
+    finetune.add_argument("--output", type=Path, help="folder to save the model in (new)")
+    finetune.add_argument(
+        "--name",
+        help="model name (default: the output folder's name); without --output it is saved "
+        "under data_dir/models/NAME",
+    )
+    finetune.add_argument("--base", help="model to start from (default: embedding.model)")
+    finetune.add_argument("--epochs", type=int, default=2, help="passes over the pairs")
+    finetune.add_argument("--batch-size", type=int, default=32, help="pairs per step")
+    finetune.add_argument("--lr", type=float, default=5e-5, help="peak learning rate")
+    finetune.add_argument("--warmup", type=float, default=0.1, help="warm-up share of steps")
+    finetune.add_argument("--seed", type=int, default=42, help="seed of split, order, init")
+    finetune.add_argument(
+        "--max-length", type=int, help="tokens per training text (default: the served limit)"
+    )
+    finetune.add_argument(
+        "--eval-split", type=float, default=0.2, help="share of queries held out for scoring"
+    )
+    finetune.add_argument(
+        "--force", action="store_true", help="save even when it does not beat its base"
+    )
 
     migrate = sub.add_parser(
         "migrate",
@@ -85,6 +124,29 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="a collection to copy (repeat; default all)",
     )
+
+    reindex = sub.add_parser(
+        "reindex",
+        parents=[common],
+        help="re-embed a collection with a new model into a new version, then switch to it "
+        "atomically (blue/green; in-process; docs/finetuning.md)",
+    )
+    reindex.add_argument("--collection", required=True, help="the collection to re-index")
+    reindex.add_argument("--model", help="the new embedding model (hub name, path, registry name)")
+    reindex.add_argument("--batch", type=int, default=64, help="chunks embedded per step")
+    reindex.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    reindex.add_argument(
+        "--drop-old", action="store_true", help="delete the old versions (after the switch)"
+    )
+
+    pairs = sub.add_parser("pairs", help="training pairs from the search log (docs/feedback.md)")
+    pairs_sub = pairs.add_subparsers(dest="pairs_command", required=True)
+    export = pairs_sub.add_parser(
+        "export", parents=[common], help="write JSONL {query, positive, negative?} (in-process)"
+    )
+    export.add_argument("--output", required=True, type=Path, help="the JSONL file to write")
+    export.add_argument("--collection", help="only this collection's events")
+    export.add_argument("--since", help="only events from then on (ISO date or date-time)")
     return parser
 
 
@@ -160,6 +222,18 @@ async def _local(args: argparse.Namespace, settings: Any) -> int:
     if args.command == "index":
         meta = _json_arg(args.metadata, "metadata") or {}
         return await local_commands.index_command(settings, args.paths, args.collection, meta)
+    if args.command == "pairs":
+        from rag_appliance.feedback.pairs import export_command
+
+        return await export_command(settings, args.output, args.collection, args.since)
+    if args.command == "finetune":
+        from rag_appliance.finetune.command import run_from_args
+
+        return await run_from_args(settings, args)
+    if args.command == "reindex":
+        return await local_commands.reindex_command(
+            settings, args.collection, args.model, args.batch, args.resume, args.drop_old
+        )
     if args.command == "upgrade-sparse":
         return await local_commands.upgrade_sparse_command(settings, args.collection)
     if args.command == "migrate":
@@ -172,7 +246,14 @@ async def _local(args: argparse.Namespace, settings: Any) -> int:
             settings, args.query, args.collection, args.top_k, flt
         )
     return await local_commands.eval_command(
-        settings, args.dataset, args.collection, args.k, args.exact, args.json
+        settings,
+        args.dataset,
+        args.collection,
+        args.k,
+        args.exact,
+        args.json,
+        args.model,
+        args.mode,
     )
 
 
@@ -191,6 +272,8 @@ def _serve(settings: Any) -> int:
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
-        timeout_graceful_shutdown=10,
+        # SIGTERM ends the server within 5 s: requests still running after 2 s are cancelled
+        # (a parse's worker killed, an index call's uncommitted chunks rolled back).
+        timeout_graceful_shutdown=2,
     )
     return 0

@@ -149,8 +149,16 @@ async def eval_command(
     k: int,
     exact: bool,
     json_path: Path | None = None,
+    models: Sequence[str] = (),
+    mode: str | None = None,
 ) -> int:
     """Index a BEIR folder and compare every search mode on its judged queries (nDCG, R, MRR)."""
+    if models:  # one row per model instead: docs/finetuning.md
+        from rag_appliance.retrieval.model_compare import models_command
+
+        return await models_command(
+            settings, running, dataset, collection, k, models, mode, json_path
+        )
     from tqdm import tqdm
 
     from rag_appliance.ingest.pipeline import Document
@@ -270,3 +278,83 @@ def _same_store(a: Settings, b: Settings) -> bool:
     if a.store.url or b.store.url:
         return a.store.url == b.store.url
     return a.data_dir.resolve() == b.data_dir.resolve()
+
+
+async def reindex_command(
+    settings: Settings, collection: str, model: str | None, batch: int, resume: bool, drop: bool
+) -> int:
+    """Re-embed a collection with `model` into its next version and switch its alias (or, with
+    `drop`, delete its old versions); see collections/reindex.py."""
+    from tqdm import tqdm
+
+    from rag_appliance.collections.reindex import drop_old, reindex
+    from rag_appliance.embedding.service import EmbedParams
+    from rag_appliance.errors import SettingsError
+    from rag_appliance.store.registry import build_store
+
+    state_dir = settings.data_dir / "reindex"
+    if model is None:
+        if not drop:
+            raise SettingsError("reindex needs --model NEW (or --drop-old)")
+        store = await asyncio.to_thread(build_store, settings)
+        try:
+            dropped = await asyncio.to_thread(drop_old, store, collection, state_dir)
+        finally:
+            store.close()
+        print(f"collection '{collection}': dropped {', '.join(dropped) or 'no old versions'}")
+        return 0
+    most = settings.embedding.max_inputs_per_request
+    if not 1 <= batch <= most:
+        raise SettingsError(f"--batch must be 1..{most} (embedding.max_inputs_per_request)")
+    # The new model's own profile: the old one's name, prefixes and pooling do not apply to it.
+    embedding = settings.embedding.model_copy(
+        update={"model": model, "profile": None, "served_name": None}
+    )
+    settings = settings.model_copy(update={"embedding": embedding})
+    started = time.perf_counter()
+    bars: dict[str, tqdm[Any]] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = tqdm(total=total, unit="chunk", desc=f"{phase} {collection}")
+        bar.update(done - bar.n)
+
+    async with running(settings) as services:
+        provenance = services.require_collections().provenance
+        loop = asyncio.get_running_loop()
+
+        def embed(texts: list[str]) -> Any:  # on reindex's thread; the engine runs on the loop
+            call = services.embedding.embed(EmbedParams(texts, "document", truncate=True))
+            return asyncio.run_coroutine_threadsafe(call, loop).result().vectors
+
+        assert services.store is not None
+        try:
+            result = await asyncio.to_thread(
+                reindex,
+                services.store,
+                embed,
+                provenance,
+                collection,
+                state_dir,
+                batch=batch,
+                resume=resume,
+                contextual=settings.ingest.contextual_chunks,
+                progress=progress,
+            )
+        finally:
+            for bar in bars.values():
+                bar.close()
+        if drop and result.switched:
+            await asyncio.to_thread(drop_old, services.store, collection, state_dir)
+    if not result.switched:
+        print(f"collection '{collection}' already holds vectors of '{result.model}'; nothing to do")
+        return 0
+    kept = "dropped" if drop else "kept (--drop-old deletes it)"
+    again = " (resumed)" if result.resumed else ""
+    print(
+        f"collection '{collection}': {result.chunks} chunks embedded with '{result.model}' into "
+        f"'{result.version}'{again} in {time.perf_counter() - started:.1f}s; the alias now points "
+        f"to it; '{result.previous}' {kept}. Serve it with embedding.model: {model}"
+    )
+    return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from rag_appliance.chat.service import ChatService
 from rag_appliance.collections.service import CollectionService
 from rag_appliance.embedding.service import EmbeddingService
 from rag_appliance.errors import ServiceUnavailable
+from rag_appliance.feedback.log import SearchLog
 from rag_appliance.generation.base import Generator
 from rag_appliance.ingest.pipeline import IndexPipeline
 from rag_appliance.observability import Metrics
@@ -66,23 +68,36 @@ class Services:
         self.generator = generator
         self.reranker = reranker  # None: no rerank.model configured
         self.chat: ChatService | None = None  # built in start(), once the engine runs
+        # None unless search_log.enabled; its writer thread starts with start().
+        self.search_log: SearchLog | None = SearchLog.from_settings(settings)
         self.created = int(time.time())
         self.running = False
 
     async def start(self) -> None:
         """Start background workers on the serving event loop."""
         await self.embedding.start()
+        if self.collections is not None and self.settings.store.backend == "qdrant_edge":
+            # This process holds the data directory's lock: every uncommitted chunk is a dead
+            # index call's. A shared store's may be another appliance's in flight, so there
+            # they are only left out of counts and searches (docs/consistency.md).
+            for name, count in (await self.collections.sweep_uncommitted()).items():
+                log.warning("collection %r: deleted %d chunks of an unfinished index", name, count)
+        if self.search_log is not None:
+            self.search_log.start()
         if self.generator is not None:
             await self.generator.start()
             # The chat service reads the served name and context length from the started engine.
             self.chat = ChatService(
                 self.generator, self.retriever, self.settings.generation, self.settings.rag
             )
+            self.chat.search_log = self.search_log  # RAG answers log their citations
         self.running = True
 
     async def stop(self) -> None:
         """Stop workers (whatever is queued resolves with a 503) and close the store."""
         self.running = False
+        if self.pipeline is not None:  # first: a parse in progress is killed, not waited for
+            await asyncio.to_thread(self.pipeline.close)
         if self.generator is not None:
             await self.generator.stop()
         await self.embedding.stop()
@@ -90,6 +105,8 @@ class Services:
             await self.reranker.stop()
         if self.store is not None:
             self.store.close()
+        if self.search_log is not None:
+            self.search_log.stop()  # writes what is still queued
 
     def require_embedding(self) -> EmbeddingService:
         """The embedding service, or a 503 while it is not serving."""
@@ -139,11 +156,14 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Load the configured models and store (blocking: seconds to minutes) and wire them."""
+    from rag_appliance.embedding import registry
     from rag_appliance.embedding.encoder import Encoder
 
     started = time.perf_counter()
-    encoder = Encoder(settings.embedding)
-    embedding = EmbeddingService(encoder, settings.embedding)
+    # A registry name (a fine-tuned model under data_dir/models) is served from its folder.
+    embedding_settings = registry.resolve(settings.embedding, settings.data_dir)
+    encoder = Encoder(embedding_settings)
+    embedding = EmbeddingService(encoder, embedding_settings)
     # Measured before vLLM starts: its share is the budget minus what the embedder holds.
     embedder_bytes = _embedder_gpu_bytes(encoder, *embedding.largest_batch())
     log.info(

@@ -37,6 +37,7 @@ __all__ = [
     "IngestSettings",
     "RagSettings",
     "RerankSettings",
+    "SearchLogSettings",
     "SearchSettings",
     "ServerSettings",
     "Settings",
@@ -187,6 +188,33 @@ class IngestSettings(Section):
         100 * 1024 * 1024, ge=1024, description="Largest /v1/index/upload body (413 beyond it)."
     )
     max_files_per_upload: int = Field(100, ge=1, description="Most files in one upload.")
+    parse_workers: int = Field(
+        2, ge=1, description="Worker processes that parse uploaded files (started on first use)."
+    )
+    parse_timeout_s: float = Field(
+        30.0, gt=0, description="Wall-clock limit per file parse; the worker is killed past it."
+    )
+    parse_memory_mb: int = Field(
+        2048, ge=256, description="Address-space limit (RLIMIT_AS) of each parse worker, in MiB."
+    )
+    max_unzipped_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes a DOCX (a zip) may inflate to, counted while inflating.",
+    )
+    max_zip_entries: int = Field(2000, ge=1, description="Most entries in a DOCX's zip.")
+    max_zip_ratio: int = Field(
+        100, ge=1, description="Highest inflate ratio of a DOCX's zip entry over 1 MiB."
+    )
+    max_pdf_pages: int = Field(2000, ge=1, description="Most pages in one PDF.")
+    max_document_chars: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Most characters of text extracted from one file or sent as one document.",
+    )
+    max_chunks_per_document: int = Field(
+        200_000, ge=1, description="Most chunks one document may make (413 beyond it)."
+    )
     embed_batch: int = Field(
         256, ge=1, description="Chunks per embedding call and per store upsert while indexing."
     )
@@ -259,6 +287,26 @@ class RagSettings(Section):
     snippet_chars: int = Field(300, ge=20, description="Length of `sources[].text` snippets.")
 
 
+class SearchLogSettings(Section):
+    """The opt-in search log: queries, hits, citations and feedback (docs/feedback.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="Log every search and RAG answer (queries are stored) under "
+        "data_dir/logs/search/, and accept POST /v1/feedback.",
+    )
+    max_bytes: int = Field(
+        10 * 1024 * 1024, ge=4096, description="Size of the log file before it is rotated."
+    )
+    backups: int = Field(5, ge=1, le=1000, description="Rotated files kept besides the live one.")
+    index_size: int = Field(
+        10_000,
+        ge=1,
+        description="Recent events kept in memory for feedback lookups (older ones are read "
+        "back from the log files).",
+    )
+
+
 class Settings(BaseSettings):
     """The whole appliance configuration."""
 
@@ -283,6 +331,9 @@ class Settings(BaseSettings):
         default_factory=GenerationSettings, description="Chat generator."
     )
     rag: RagSettings = Field(default_factory=RagSettings, description="Retrieve-then-generate.")
+    search_log: SearchLogSettings = Field(
+        default_factory=SearchLogSettings, description="Opt-in search log and feedback."
+    )
     data_dir: Path = Field(Path("data"), description="Where the appliance keeps its state.")
 
     @model_validator(mode="after")

@@ -14,18 +14,27 @@ from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
 from rag_appliance.auth.access import current_principal
+from rag_appliance.protocol import responses as bodies
+from rag_appliance.protocol.openapi import responses
 from rag_appliance.services import Services
 
 router = APIRouter()
 
 
-@router.get("/health", response_class=Response)
+@router.get("/health", response_class=Response, responses=responses(bodies.Health))
 async def health() -> Response:
     """Alive: the process answers HTTP."""
     return json_response({"status": "ok"})
 
 
-@router.get("/ready", response_class=Response)
+@router.get(
+    "/ready",
+    response_class=Response,
+    responses={
+        **responses(bodies.Ready),
+        503: {"model": bodies.Ready, "description": "Not ready (starting or stopping)."},
+    },
+)
 async def ready(services: ServicesDep) -> Response:
     """Ready: the embedding model is loaded and its engine running; 503 otherwise."""
     status_code = 200 if services.running else 503

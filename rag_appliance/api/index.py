@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Annotated, Any
+import logging
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
 from rag_appliance.auth.access import authorize_write
-from rag_appliance.errors import InvalidRequest
+from rag_appliance.errors import InvalidRequest, ServiceUnavailable
 from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files, safe_name
+from rag_appliance.protocol import responses as bodies
 from rag_appliance.protocol.checks import check_json, check_text
 from rag_appliance.protocol.index import IndexRequest, index_response
+from rag_appliance.protocol.openapi import responses
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 
+T = TypeVar("T")
+# How often a running index call looks for its client having gone.
+_DISCONNECT_POLL_S = 0.25
 
-@router.post("/v1/index", response_class=Response)
-async def index_documents(body: IndexRequest, services: ServicesDep) -> Response:
+
+@router.post(
+    "/v1/index",
+    response_class=Response,
+    responses=responses(bodies.IndexResult, 409, 429, 503),
+)
+async def index_documents(body: IndexRequest, services: ServicesDep, request: Request) -> Response:
     """Chunk, embed and upsert documents; re-sending a document replaces it."""
     authorize_write(body.collection)  # refused before any work (the pipeline checks too)
     pipeline = services.require_pipeline()
@@ -33,13 +48,20 @@ async def index_documents(body: IndexRequest, services: ServicesDep) -> Response
     params = pipeline.chunking(
         chunking.max_tokens if chunking else None, chunking.overlap_tokens if chunking else None
     )
-    results = await pipeline.index(body.collection, documents, params)
+    results = await _unless_disconnected(
+        request, pipeline.index(body.collection, documents, params)
+    )
     return json_response(index_response(body.collection, results))
 
 
-@router.post("/v1/index/upload", response_class=Response)
+@router.post(
+    "/v1/index/upload",
+    response_class=Response,
+    responses=responses(bodies.UploadResult, 409, 429, 503),
+)
 async def upload_files(
     services: ServicesDep,
+    request: Request,
     collection: Annotated[str, Form(min_length=1, description="Target collection.")],
     files: Annotated[list[UploadFile], File(description="txt, md, html, pdf or docx files.")],
     metadata: Annotated[
@@ -59,7 +81,7 @@ async def upload_files(
         FileBlob(upload.filename or "", await upload.read(), upload.content_type)
         for upload in files
     ]
-    outcomes = await index_files(pipeline, collection, blobs, common)
+    outcomes = await _unless_disconnected(request, index_files(pipeline, collection, blobs, common))
     return json_response(
         {
             "object": "upload.result",
@@ -67,6 +89,38 @@ async def upload_files(
             "files": [_outcome(outcome) for outcome in outcomes],
         }
     )
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """The work's result; cancelled (its uncommitted chunks rolled back) if the client leaves."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                log.info("client of %s left: cancelling the index call", request.url.path)
+                break
+    except asyncio.CancelledError:
+        # The server is stopping (uvicorn cancels requests past its graceful timeout): the
+        # client gets a 503, not a 500, once the work is cancelled and rolled back.
+        await _cancel(task)
+        raise ServiceUnavailable(
+            "the server is stopping: the call was cancelled and its uncommitted chunks deleted"
+        ) from None
+    await _cancel(task)
+    raise InvalidRequest(
+        "the client disconnected: the call was cancelled and its uncommitted chunks deleted",
+        code="client_disconnected",
+    )
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    """Cancel the work and wait for its rollback."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
 
 
 def _metadata(raw: str | None) -> dict[str, Any]:

@@ -43,7 +43,7 @@ _MESSAGE_FIELDS_REFUSED = ("tool_calls", "function_call", "audio", "tool_call_id
 class TextPart(BaseModel):
     """A content part; only text parts are supported."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     type: str
     text: str | None = None
@@ -52,7 +52,7 @@ class TextPart(BaseModel):
 class ChatMessageIn(BaseModel):
     """One message of the conversation."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: str
     content: StrictStr | list[TextPart] | None = None
@@ -62,7 +62,7 @@ class ChatMessageIn(BaseModel):
 class StreamOptions(BaseModel):
     """Streaming options."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     include_usage: bool = False
 
@@ -70,7 +70,7 @@ class StreamOptions(BaseModel):
 class JsonSchemaSpec(BaseModel):
     """The `json_schema` of a json_schema response format."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -81,7 +81,7 @@ class JsonSchemaSpec(BaseModel):
 class ResponseFormat(BaseModel):
     """`text`, `json_object` (any JSON object) or `json_schema` (JSON matching a schema)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaSpec | None = None
@@ -90,7 +90,7 @@ class ResponseFormat(BaseModel):
 class RagOptions(BaseModel):
     """Extension: retrieve from a collection before generating."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     collection: str | None = Field(
         None, min_length=1, description="Collection to search (default: rag.default_collection)."
@@ -111,7 +111,7 @@ class RagOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """POST /v1/chat/completions, in the order of the OpenAI docs; extensions last."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     messages: list[ChatMessageIn] = Field(min_length=1)
     model: str | None = None

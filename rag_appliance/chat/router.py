@@ -21,12 +21,26 @@ from rag_appliance.chat.responses import chunk_body, completion_body, completion
 from rag_appliance.chat.service import ChatService, PreparedChat
 from rag_appliance.errors import AppError, EngineError
 from rag_appliance.generation.base import Delta, TokenLogprob
+from rag_appliance.protocol import generation as bodies
+from rag_appliance.protocol.openapi import responses
 
 router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses=responses(
+        bodies.ChatCompletion,
+        404,
+        409,
+        429,
+        503,
+        description="The answer; with `stream: true` server-sent chat.completion.chunk events.",
+        stream=bodies.ChatCompletionChunk,
+    ),
+)
 async def chat_completions(
     body: ChatCompletionRequest, services: ServicesDep, request: Request
 ) -> Response:
@@ -115,6 +129,7 @@ class _Reply:
             base_url=self.base_url,
             collection=self.collection,
             streamed=streamed,
+            request_id=self.cid,  # the search log's event id (feedback names it)
         )
 
     async def events(

@@ -22,6 +22,7 @@ from rag_appliance.chat.loopguard import GuardedDeltas
 from rag_appliance.chat.params import ChatParams, RetrievalOptions
 from rag_appliance.chat.prompt import pack, with_context
 from rag_appliance.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from rag_appliance.feedback.log import SearchLog, chunk_id
 from rag_appliance.generation.base import Delta, Generator, Message, SamplingParams
 from rag_appliance.retrieval.retriever import Retriever, SearchHit, SearchOptions
 from rag_appliance.settings import GenerationSettings, RagSettings
@@ -107,6 +108,7 @@ class ChatService:
         self.recorded: collections.deque[PreparedChat] = collections.deque(
             maxlen=settings.record_prompts or 1
         )
+        self.search_log: SearchLog | None = None  # set by Services when search_log.enabled
 
     def check_model(self, name: str | None) -> str:
         """The served name for a requested chat model, or a 404 model_not_found."""
@@ -215,6 +217,7 @@ class ChatService:
         return [
             {
                 "index": n,
+                "chunk_id": chunk_id(hit),  # what POST /v1/feedback names
                 "doc_id": hit.doc_id,
                 "chunk_index": hit.chunk_index,
                 "score": hit.score,
@@ -233,19 +236,33 @@ class ChatService:
         base_url: str = "",
         collection: str | None = None,
         streamed: bool = False,
+        request_id: str | None = None,
     ) -> Attributed:
         """The final answer: markers checked, citations added where the model gave none.
 
         `base_url` makes the annotations' URLs absolute; `collection` defaults to the one
         searched (else rag.default_collection); `streamed=True` appends added markers after
-        the answer (already sent) instead of putting them in its sentences. Plain chat
-        (no sources) comes back as it is.
+        the answer (already sent) instead of putting them in its sentences; `request_id`
+        (the completion's id) logs the retrieval and citations when search_log is on. Plain
+        chat (no sources) comes back as it is.
         """
         if prepared.sources is None or self.retriever is None:
             return Attributed(text)
         sources = self.cited_sources(prepared, base_url=base_url, collection=collection)
         attributor = Attributor(embedder(self.retriever.embedding))
-        return await attributor.attribute(text, sources, append=streamed)
+        cited = await attributor.attribute(text, sources, append=streamed)
+        report = prepared.retrieval
+        if request_id is not None and self.search_log is not None and report is not None:
+            self.search_log.record_chat(
+                request_id,
+                report.collection,
+                report.query,
+                prepared.sources,
+                cited.cited,
+                model=self.retriever.embedding.served_name,
+                found=report.found,
+            )
+        return cited
 
     def prepare_raw(self, params: ChatParams, prompt: list[int]) -> PreparedChat:
         """A raw prompt (no template, no retrieval; /v1/completions) fitted to the context."""

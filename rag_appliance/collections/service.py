@@ -2,19 +2,28 @@
 
 Ingestion and retrieval both go through it for collection-level questions; neither reaches into
 the other. Points inside a collection are the pipeline's and the retriever's business.
+
+Consistency (docs/consistency.md): counts are of committed chunks only; index calls hold a
+collection's shared lock (`writing`) for their whole run and deletes take it exclusively, so a
+delete waits for them and an index call arriving meanwhile waits, then recreates the collection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import aiorwlock
 
 from rag_appliance.auth.access import authorize_read, authorize_write, readable
 from rag_appliance.embedding.models import ModelProfile
 from rag_appliance.errors import CollectionNotFound, Conflict
+from rag_appliance.store.aliased import aliased
 from rag_appliance.store.base import (
     DEFAULT_BM25,
     Bm25Config,
@@ -29,6 +38,9 @@ from rag_appliance.store.base import (
 # Set on a document's chunks once all of them have landed: only these are searched and listed.
 COMMITTED = Match("committed", (True,))
 FIRST_CHUNKS = Filter(must=(Match("chunk_index", (0,)), COMMITTED))
+COMMITTED_CHUNKS = Filter(must=(COMMITTED,))
+# Written by an index call (or a migrate) still in flight, or left by one that died.
+UNCOMMITTED = Filter(must=(Match("committed", (False,)),))
 # How long a passed provenance check is trusted: every search checks, and on a Qdrant server a
 # check is a round trip. A collection deleted meanwhile still fails in the store (404).
 CHECK_TTL_S = 5.0
@@ -48,6 +60,22 @@ def served_provenance(profile: ModelProfile) -> Provenance:
 
 
 @dataclass(frozen=True)
+class CollectionView(CollectionInfo):
+    """A collection as listed: `points_count` counts committed chunks only (exactly those of the
+    listed documents); `pending_points` the uncommitted ones of index calls in flight."""
+
+    pending_points: int = 0
+
+
+@dataclass
+class _Gate:
+    """A collection's readers/writer lock and how many tasks hold it or wait for it."""
+
+    lock: aiorwlock.RWLock = field(default_factory=aiorwlock.RWLock)
+    users: int = 0
+
+
+@dataclass(frozen=True)
 class DocumentInfo:
     """A document as listed: its id, chunk count, source, metadata, indexing time."""
 
@@ -56,6 +84,28 @@ class DocumentInfo:
     source: str | None
     metadata: dict[str, Any]
     indexed_at: str | None
+
+
+class _Indexer(Protocol):
+    collections: CollectionService
+
+
+_S = TypeVar("_S", bound=_Indexer)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def holds_collection(
+    method: Callable[Concatenate[_S, str, _P], Awaitable[_R]],
+) -> Callable[Concatenate[_S, str, _P], Coroutine[Any, Any, _R]]:
+    """Run an indexing method `(self, collection, ...)` inside `collections.writing(collection)`."""
+
+    @functools.wraps(method)
+    async def held(self: _S, collection: str, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        async with self.collections.writing(collection):
+            return await method(self, collection, *args, **kwargs)
+
+    return held
 
 
 class CollectionService:
@@ -72,12 +122,41 @@ class CollectionService:
         check_ttl_s: float = CHECK_TTL_S,
         bm25: Bm25Config | None = DEFAULT_BM25,
     ) -> None:
-        self.store = store
+        # Every name the services use resolves its alias here (blue/green re-indexing).
+        self.store = aliased(store)
         self.provenance = served_provenance(profile)
         self.bm25 = bm25  # what new collections get (None: dense only)
         self._ttl = check_ttl_s
         self._checked: dict[str, float] = {}  # name -> when its passed check expires
         self._sparse: dict[str, bool] = {}  # name -> has BM25 vectors (fixed at creation)
+        self._gates: dict[str, _Gate] = {}  # name -> its lock, while anyone holds or awaits it
+
+    # The decorator for the pipeline's `index`, reachable where CollectionService is imported.
+    holding = staticmethod(holds_collection)
+
+    @asynccontextmanager
+    async def writing(self, name: str) -> AsyncIterator[None]:
+        """Held by an index call for its whole run: the collection is not deleted meanwhile."""
+        async with self._gate(name) as lock, lock.reader:
+            yield
+
+    @asynccontextmanager
+    async def _exclusive(self, name: str) -> AsyncIterator[None]:
+        """Held by deletes: waits for the index calls in flight; new ones wait behind it."""
+        async with self._gate(name) as lock, lock.writer:
+            yield
+
+    @asynccontextmanager
+    async def _gate(self, name: str) -> AsyncIterator[aiorwlock.RWLock]:
+        # Dropped when nobody uses it: a lock per name ever seen would grow without bound.
+        gate = self._gates.setdefault(name, _Gate())
+        gate.users += 1
+        try:
+            yield gate.lock
+        finally:
+            gate.users -= 1
+            if not gate.users:
+                del self._gates[name]
 
     async def ensure(self, name: str) -> None:
         """Create the collection for the served model; 409 when it holds other vectors."""
@@ -104,7 +183,7 @@ class CollectionService:
             return
         info = await asyncio.to_thread(self.store.get_collection, name)
         if info.provenance != self.provenance:
-            raise self._conflict(name, info.provenance)
+            raise self._conflict(name, info.provenance, info.version)
         self._sparse[name] = info.bm25 is not None
         self._remember(name)
 
@@ -118,7 +197,7 @@ class CollectionService:
 
     async def enable_sparse(
         self, name: str, progress: Callable[[int], None] | None = None
-    ) -> CollectionInfo:
+    ) -> CollectionView:
         """Give a collection of the served model BM25 vectors from its chunks' stored text, in
         place (no-op when it has them); 404/409 first, as for any write."""
         authorize_write(name)
@@ -134,25 +213,50 @@ class CollectionService:
             self._checked.pop(name, None)
             self._sparse.pop(name, None)
         self._sparse[name] = info.bm25 is not None
-        return info
+        return (await self._view(info))[0]
 
     def visible(self, conditions: Sequence[Match | Range] = ()) -> Filter:
         """A filter for these conditions over fully indexed (committed) chunks only."""
         return Filter(must=(*conditions, COMMITTED))
 
-    async def all(self) -> list[tuple[CollectionInfo, int]]:
+    async def all(self) -> list[tuple[CollectionView, int]]:
         """Every collection the key may read (whatever its model) with its document count."""
         infos = await asyncio.to_thread(self.store.list_collections)
         allowed = set(readable(info.name for info in infos))
-        infos = [info for info in infos if info.name in allowed]
-        counts = await asyncio.gather(*(self.count_documents(i.name) for i in infos))
-        return list(zip(infos, counts, strict=True))
+        return list(await asyncio.gather(*(self._view(i) for i in infos if i.name in allowed)))
 
-    async def get(self, name: str) -> tuple[CollectionInfo, int]:
+    async def get(self, name: str) -> tuple[CollectionView, int]:
         """One collection with its document count; 404 when missing."""
         authorize_read(name)
         info = await asyncio.to_thread(self.store.get_collection, name)
-        return info, await self.count_documents(name)
+        return await self._view(info)
+
+    async def _view(self, info: CollectionInfo) -> tuple[CollectionView, int]:
+        """Exact counts (a Qdrant server's own points_count is approximate and counts drafts)."""
+        name = info.name
+        documents, committed, pending = await asyncio.gather(
+            asyncio.to_thread(self.store.count, name, FIRST_CHUNKS),
+            asyncio.to_thread(self.store.count, name, COMMITTED_CHUNKS),
+            asyncio.to_thread(self.store.count, name, UNCOMMITTED),
+        )
+        values = {f.name: getattr(info, f.name) for f in fields(info)}
+        view = CollectionView(**{**values, "points_count": committed}, pending_points=pending)
+        return view, documents
+
+    async def sweep_uncommitted(self) -> dict[str, int]:
+        """Delete every collection's uncommitted chunks; returns how many went, by collection.
+
+        Only safe where no writer can be mid-flight: the embedded store at startup, whose data
+        directory lock keeps every other process out (a shared store's are only excluded).
+        """
+        swept: dict[str, int] = {}
+        for info in await asyncio.to_thread(self.store.list_collections):
+            async with self._exclusive(info.name):
+                count = await asyncio.to_thread(self.store.count, info.name, UNCOMMITTED)
+                if count:
+                    await asyncio.to_thread(self.store.delete, info.name, UNCOMMITTED)
+                    swept[info.name] = count
+        return swept
 
     async def count_documents(self, name: str) -> int:
         """How many fully indexed documents the collection holds."""
@@ -160,12 +264,13 @@ class CollectionService:
         return await asyncio.to_thread(self.store.count, name, FIRST_CHUNKS)
 
     async def delete(self, name: str) -> None:
-        """Drop a collection and all its points; 404 when missing."""
+        """Drop a collection and all its points once its index calls are done; 404 when missing."""
         authorize_write(name)
-        self._checked.pop(name, None)
-        self._sparse.pop(name, None)
-        await asyncio.to_thread(self.store.get_collection, name)
-        await asyncio.to_thread(self.store.delete_collection, name)
+        async with self._exclusive(name):
+            self._checked.pop(name, None)
+            self._sparse.pop(name, None)
+            await asyncio.to_thread(self.store.get_collection, name)
+            await asyncio.to_thread(self.store.delete_collection, name)
 
     async def documents(
         self, name: str, limit: int, after: str | None = None
@@ -220,14 +325,16 @@ class CollectionService:
         authorize_write(name)
         await self.check(name)
         flt = doc_filter(doc_id)
-        count = await asyncio.to_thread(self.store.count, name, flt)
-        if not count:
-            raise CollectionNotFound(
-                f"document '{doc_id}' is not in collection '{name}'",
-                param="doc_id",
-                code="document_not_found",
-            )
-        await asyncio.to_thread(self.store.delete, name, flt)
+        # After the index calls in flight: one writing this document would commit what is left.
+        async with self._exclusive(name):
+            count = await asyncio.to_thread(self.store.count, name, flt)
+            if not count:
+                raise CollectionNotFound(
+                    f"document '{doc_id}' is not in collection '{name}'",
+                    param="doc_id",
+                    code="document_not_found",
+                )
+            await asyncio.to_thread(self.store.delete, name, flt)
         return count
 
     def _remember(self, name: str) -> None:
@@ -236,8 +343,16 @@ class CollectionService:
             self._checked = {n: t for n, t in self._checked.items() if t > now}
         self._checked[name] = now + self._ttl
 
-    def _conflict(self, name: str, have: Provenance) -> Conflict:
+    def _conflict(self, name: str, have: Provenance, version: str | None = None) -> Conflict:
         want = self.provenance
+        if version is not None:  # an alias: re-indexed with another model
+            return Conflict(
+                f"collection '{name}' was re-indexed with model '{have.model}' ({_describe(have)};"
+                f" its current version is '{version}'); this server embeds with '{want.model}'"
+                f" ({_describe(want)}). Serve '{have.model}' (embedding.model), or re-index it"
+                f" back: rag-appliance reindex --collection {name} --model {want.model}",
+                param="collection",
+            )
         return Conflict(
             f"collection '{name}' holds vectors of model '{have.model}' ({_describe(have)});"
             f" this server embeds with '{want.model}' ({_describe(want)})."

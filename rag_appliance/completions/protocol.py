@@ -47,7 +47,7 @@ class CompletionParams:
 class CompletionRequest(BaseModel):
     """POST /v1/completions, in the order of the OpenAI docs; extensions last."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
     prompt: StrictStr | list[StrictStr] | list[int] | list[list[int]]

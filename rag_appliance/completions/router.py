@@ -32,6 +32,8 @@ from rag_appliance.completions.responses import (
 )
 from rag_appliance.errors import AppError, EngineError, InvalidRequest
 from rag_appliance.generation.base import Delta, Generator
+from rag_appliance.protocol import generation as bodies
+from rag_appliance.protocol.openapi import responses
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -45,7 +47,19 @@ class PromptTokenizer(Protocol):
     def tokenize(self, text: str) -> list[int]: ...
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post(
+    "/v1/completions",
+    response_model=None,
+    responses=responses(
+        bodies.TextCompletion,
+        404,
+        409,
+        429,
+        503,
+        description="The completion; with `stream: true` server-sent text_completion events.",
+        stream=bodies.TextCompletion,
+    ),
+)
 async def completions(body: CompletionRequest, services: ServicesDep, request: Request) -> Response:
     """Complete a prompt; with a RAG model alias (or `rag`), answer it over retrieved passages."""
     completion = body.to_params()

@@ -22,6 +22,7 @@ from rag_appliance.embedding.models import (
     find_profile,
     generic_profile,
 )
+from rag_appliance.embedding.registry import card_profile
 from rag_appliance.errors import SettingsError
 
 if TYPE_CHECKING:
@@ -112,7 +113,11 @@ class Encoder:
         # Inputs are tokenised whole and cut by `finalize`; silence transformers' warning about
         # sequences longer than the model (they never reach the model).
         self.tokenizer.model_max_length = 1 << 30
-        profile = find_profile(settings.profile or settings.model) or find_profile(source)
+        # A fine-tuned model's card gives its base's profile under its own name.
+        profile = None if settings.profile else card_profile(source)
+        profile = (
+            profile or find_profile(settings.profile or settings.model) or find_profile(source)
+        )
         if profile is None:
             profile = generic_profile(
                 settings.served_name or settings.model,

@@ -19,6 +19,10 @@ from typing import Any
 # Fixed forever: changing it changes every chunk id, orphaning every stored point.
 CHUNK_ID_NAMESPACE = uuid.UUID("9327c8a7-f18a-44b2-b156-4ea3cf18af2d")
 
+# Text longer than this is tokenised and chunked segment by segment, each cut at a paragraph or
+# line break: the tokenizer's per-token offsets for a 40 MB text take gigabytes.
+SEGMENT_CHARS = 200_000
+
 # A chunk may end this far before its window's end to finish at a sentence or paragraph.
 _TAIL_FRACTION = 0.2
 
@@ -71,8 +75,62 @@ class Chunk:
     n_tokens: int
 
 
-def chunk_text(text: str, tokenizer: Any, params: ChunkingParams) -> list[Chunk]:
-    """Split text into overlapping chunks of at most params.max_tokens tokens."""
+class TooManyChunks(ValueError):
+    """The text makes more chunks than the caller allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the text makes more than {limit:,} chunks")
+        self.limit = limit
+
+
+def chunk_text(
+    text: str, tokenizer: Any, params: ChunkingParams, max_chunks: int | None = None
+) -> list[Chunk]:
+    """Split text into overlapping chunks of at most params.max_tokens tokens.
+
+    A text over `SEGMENT_CHARS` is tokenised a window at a time, each window ending at
+    whitespace; a window's last chunk (cut short by its edge) is redone as the next window's
+    first, so the chunks are those of the whole text. More than `max_chunks`: TooManyChunks.
+    """
+    if not text or text.isspace():
+        return []
+    chunks: list[Chunk] = []
+    pos, n = 0, len(text)
+    while True:
+        end = n if n - pos <= SEGMENT_CHARS else _window_end(text, pos)
+        parts = _chunk_segment(text if end - pos == n else text[pos:end], tokenizer, params)
+        resume = end
+        if end < n and len(parts) > 1:
+            resume = pos + parts.pop().start_char
+        for part in parts:
+            chunks.append(
+                Chunk(
+                    len(chunks),
+                    part.text,
+                    part.start_char + pos,
+                    part.end_char + pos,
+                    part.n_tokens,
+                )
+            )
+        if max_chunks is not None and len(chunks) > max_chunks:
+            raise TooManyChunks(max_chunks)
+        if end >= n:
+            return chunks
+        pos = resume
+
+
+def _window_end(text: str, pos: int) -> int:
+    """The end of the window from pos: just after the last whitespace in its second half."""
+    low, high = pos + SEGMENT_CHARS // 2, pos + SEGMENT_CHARS
+    for mark in ("\n", " ", "\t"):
+        found = text.rfind(mark, low, high)
+        if found >= 0:
+            return found + 1
+    return high
+
+
+def _chunk_segment(text: str, tokenizer: Any, params: ChunkingParams) -> list[Chunk]:
+    """The chunks of one segment, offsets relative to it."""
     if not text or text.isspace():
         return []
     starts, ends, words = _tokenize(text, tokenizer)

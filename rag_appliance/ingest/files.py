@@ -9,7 +9,6 @@ the earlier version.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +19,7 @@ from rag_appliance.auth.access import authorize_write
 from rag_appliance.collections.service import CollectionService
 from rag_appliance.errors import AppError, CollectionNotFound
 from rag_appliance.ingest.chunking import ChunkingParams
-from rag_appliance.ingest.parsers import ParsedDocument, parse
+from rag_appliance.ingest.parsers import ParsedDocument
 from rag_appliance.ingest.pipeline import Document, IndexPipeline
 
 # Files parsed and indexed per pipeline call: enough chunks to fill embedding batches, few enough
@@ -92,6 +91,7 @@ async def index_files(
 ) -> list[FileOutcome]:
     """Parse and index files; one outcome per file, in order (a bad file fails only itself).
 
+    Each file is parsed in the pipeline's sandbox (a worker process, killed past its limits).
     Collection-level errors (bad name, another model's collection) and indexing failures raise.
     `progress` hears each outcome as soon as it is known.
     """
@@ -109,7 +109,7 @@ async def index_files(
         for slot, blob in enumerate(blobs[start : start + FILES_PER_BATCH], start):
             name = safe_name(blob.name)
             try:
-                found = await asyncio.to_thread(parse, blob.data, name, blob.media_type)
+                found = await pipeline.sandbox.parse(blob.data, name, blob.media_type)
             except AppError as exc:
                 settle(slot, FileOutcome(name, "error", error=exc))
                 continue

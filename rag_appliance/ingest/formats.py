@@ -7,7 +7,6 @@ import logging
 import re
 import unicodedata
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWar
 from bs4.dammit import EncodingDetector
 
 from rag_appliance.errors import InvalidRequest
+from rag_appliance.ingest.limits import ParseLimits, check_zip, too_complex, too_much_text
 from rag_appliance.ingest.text import decode_text
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,10 @@ HTML = "text/html"
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
-# A docx is a zip; its decompressed size is checked before python-docx inflates it whole.
-_MAX_DOCX_UNCOMPRESSED = 512 * 1024 * 1024
+Parser = Callable[[bytes, str | None, ParseLimits], tuple[str, str | None]]
 
 
-def _parse_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
+def _parse_text(data: bytes, charset: str | None, limits: ParseLimits) -> tuple[str, str | None]:
     """Plain text has no title."""
     return decode_text(data, charset), None
 
@@ -43,7 +42,9 @@ def _parse_text(data: bytes, charset: str | None) -> tuple[str, str | None]:
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n.*?\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
 
 
-def _parse_markdown(data: bytes, charset: str | None) -> tuple[str, str | None]:
+def _parse_markdown(
+    data: bytes, charset: str | None, limits: ParseLimits
+) -> tuple[str, str | None]:
     """Render with markdown-it and keep the text; plain text when markdown-it is missing."""
     source = decode_text(data, charset)
     # YAML front matter (Jekyll, Hugo, Obsidian) is metadata, and CommonMark would render it.
@@ -66,14 +67,14 @@ def _markdown_title(source: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _parse_html(data: bytes, charset: str | None) -> tuple[str, str | None]:
+def _parse_html(data: bytes, charset: str | None, limits: ParseLimits) -> tuple[str, str | None]:
     """Decode by BOM, meta charset or detection, then extract the visible text."""
     declared = charset or EncodingDetector.find_declared_encoding(data[:16384], is_html=True)
     return _html_to_text(decode_text(data, declared))
 
 
-def _parse_pdf(data: bytes, charset: str | None) -> tuple[str, str | None]:
-    """Each page's text with pypdf, pages separated by a blank line."""
+def _parse_pdf(data: bytes, charset: str | None, limits: ParseLimits) -> tuple[str, str | None]:
+    """Each page's text with pypdf, pages separated by a blank line; pages and text bounded."""
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data))
@@ -86,14 +87,25 @@ def _parse_pdf(data: bytes, charset: str | None) -> tuple[str, str | None]:
             opened = 0
         if not opened:
             raise InvalidRequest("the PDF is password-protected", code="unreadable_file")
+    if len(reader.pages) > limits.max_pdf_pages:
+        raise too_complex(
+            f"the PDF has {len(reader.pages):,} pages; at most {limits.max_pdf_pages:,} are read "
+            "(ingest.max_pdf_pages)"
+        )
     pages: list[str] = []
-    failed = 0
+    failed = chars = 0
     for number, page in enumerate(reader.pages, start=1):
         try:
             pages.append(page.extract_text())
+        except MemoryError:
+            raise
         except Exception as exc:  # one broken page should not lose the rest of the document
             failed += 1
             log.warning("PDF page %d could not be read: %s: %s", number, type(exc).__name__, exc)
+            continue
+        chars += len(pages[-1])
+        if chars > limits.max_document_chars:
+            raise too_much_text(limits.max_document_chars)
     if failed and not pages:
         raise InvalidRequest("no page of the PDF could be read", code="unreadable_file")
     text = "\n\n".join(pages)
@@ -113,13 +125,19 @@ def _pdf_title(reader: Any) -> str | None:
     return str(title) if title else None
 
 
-def _parse_docx(data: bytes, charset: str | None) -> tuple[str, str | None]:
+def _parse_docx(data: bytes, charset: str | None, limits: ParseLimits) -> tuple[str, str | None]:
     """Body paragraphs and table cells in document order; headers and footers are left out."""
     import docx
 
-    _check_zip_size(data)
+    check_zip(data, limits)  # before python-docx inflates every part whole
     document = docx.Document(io.BytesIO(data))
-    blocks = list(_docx_blocks(document))
+    blocks: list[str] = []
+    chars = 0
+    for block in _docx_blocks(document):
+        chars += len(block)
+        if chars > limits.max_document_chars:
+            raise too_much_text(limits.max_document_chars)
+        blocks.append(block)
     title = document.core_properties.title or _docx_heading(document)
     return "\n\n".join(blocks), title
 
@@ -159,15 +177,7 @@ def _docx_heading(document: Any) -> str | None:
     return None
 
 
-def _check_zip_size(data: bytes) -> None:
-    """Refuse a zip whose members would inflate past the limit (a zip bomb)."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        total = sum(info.file_size for info in archive.infolist())
-    if total > _MAX_DOCX_UNCOMPRESSED:
-        raise InvalidRequest("the DOCX file is too large once decompressed", code="unreadable_file")
-
-
-PARSERS: dict[str, Callable[[bytes, str | None], tuple[str, str | None]]] = {
+PARSERS: dict[str, Parser] = {
     TEXT: _parse_text,
     MARKDOWN: _parse_markdown,
     HTML: _parse_html,

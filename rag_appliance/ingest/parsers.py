@@ -14,7 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from rag_appliance.errors import InvalidRequest, UnsupportedMediaType
+from rag_appliance.errors import AppError, InvalidRequest, UnsupportedMediaType
 from rag_appliance.ingest.formats import (
     DOCX,
     HTML,
@@ -25,6 +25,7 @@ from rag_appliance.ingest.formats import (
     TEXT,
     empty_document,
 )
+from rag_appliance.ingest.limits import ParseLimits, too_much_text
 from rag_appliance.ingest.text import BOMS, decode_text, normalize_text
 
 __all__ = [
@@ -95,16 +96,21 @@ class ParsedDocument:
 
 
 def parse(
-    data: bytes, filename: str | None = None, media_type: str | None = None
+    data: bytes,
+    filename: str | None = None,
+    media_type: str | None = None,
+    limits: ParseLimits | None = None,
 ) -> ParsedDocument:
-    """Extract normalised text from a file's bytes; 415 for unknown types, 400 for bad files."""
+    """Extract normalised text from a file's bytes; 415 for unknown types, 400 for bad files,
+    413 past the limits (run untrusted files through `sandbox.ParseSandbox`, not directly)."""
+    limits = limits or ParseLimits()
     kind, charset = detect_media_type(data, filename, media_type)
     if not data.strip():
         raise empty_document()
     parser = PARSERS[kind]
     try:
-        text, title = parser(data, charset)
-    except InvalidRequest:
+        text, title = parser(data, charset, limits)
+    except (AppError, MemoryError):
         raise
     except Exception as exc:  # parsers of untrusted files fail in many ways; none is ours
         log.info("could not parse %s upload: %s: %s", kind, type(exc).__name__, exc)
@@ -112,6 +118,8 @@ def parse(
             f"the file could not be read as {LABELS[kind]}: it is corrupt or not that format",
             code="unreadable_file",
         ) from exc
+    if len(text) > limits.max_document_chars:  # normalising only shortens: refuse it unread
+        raise too_much_text(limits.max_document_chars)
     text = normalize_text(text)
     if not text:
         raise empty_document(kind)
@@ -127,10 +135,13 @@ def detect_media_type(
         kind = _ALIASES.get(declared, declared)
         if kind not in SUPPORTED_MEDIA_TYPES:
             raise _unsupported(f"media type '{declared}'")
+        _check_text_content(kind, data, f"declared as {declared}")
         return kind, charset
     ext = extension(filename)
     if ext in _BY_EXTENSION:
-        return _BY_EXTENSION[ext], charset
+        kind = _BY_EXTENSION[ext]
+        _check_text_content(kind, data, f"named {ext}")
+        return kind, charset
     sniffed = sniff(data)
     if sniffed is not None:
         return sniffed, charset
@@ -168,7 +179,42 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def binary_content(data: bytes) -> str | None:
+    """What binary content is (e.g. 'a DOCX document'), None when it reads as text."""
+    head = data[:_SNIFF_BYTES]
+    if any(head.startswith(bom) for bom, _ in BOMS):
+        return None
+    if head.lstrip().startswith(b"%PDF-"):
+        return "a PDF document"
+    if head.startswith(b"PK\x03\x04") and _is_docx(data):
+        return "a DOCX document"
+    import filetype
+
+    found = filetype.guess(head)
+    if found is not None:
+        return f"{found.mime} (.{found.extension})"
+    if b"\x00" in head or _controls(head) > len(head) // 8:
+        return "binary data (NUL or control bytes), not text"
+    return None
+
+
 # --- helpers -------------------------------------------------------------------------------------
+
+
+_TEXT_KINDS = frozenset({TEXT, MARKDOWN, HTML})
+
+
+def _check_text_content(kind: str, data: bytes, said: str) -> None:
+    """415 when a file said to be text is binary: its declared type cannot smuggle bytes in."""
+    if kind not in _TEXT_KINDS:
+        return
+    found = binary_content(data)
+    if found is not None:
+        raise UnsupportedMediaType(
+            f"the file is {said} ({LABELS[kind]}) but its content is {found}; send it under "
+            "its own type or extension",
+            code="content_type_mismatch",
+        )
 
 
 def _split_media_type(media_type: str | None) -> tuple[str, str | None]:
@@ -205,8 +251,12 @@ def _looks_like_text(data: bytes) -> bool:
         return True
     if b"\x00" in head:
         return False
-    controls = sum(1 for byte in head if byte < 0x20 and byte not in b"\t\n\r\x0c")
-    return controls <= len(head) // 100
+    return _controls(head) <= len(head) // 100
+
+
+def _controls(head: bytes) -> int:
+    """C0 control bytes other than whitespace (a log's ANSI escapes count: so the margin)."""
+    return sum(1 for byte in head if byte < 0x20 and byte not in b"\t\n\r\x0c")
 
 
 def _clean_title(title: str | None) -> str | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,15 +25,18 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from rag_appliance.collections.service import COMMITTED, CollectionService, doc_filter
 from rag_appliance.embedding.service import EmbeddingService, EmbedParams
-from rag_appliance.errors import InvalidRequest, Overloaded
+from rag_appliance.errors import InvalidRequest, Overloaded, PayloadTooLarge
 from rag_appliance.ingest.chunking import (
     Chunk,
     ChunkingParams,
+    TooManyChunks,
     chunk_text,
-    content_hash,
     doc_id_from_content,
     stable_chunk_id,
 )
+from rag_appliance.ingest.limits import too_much_text
+from rag_appliance.ingest.rollback import rolling_back, settled
+from rag_appliance.ingest.sandbox import ParseSandbox
 from rag_appliance.settings import IngestSettings
 from rag_appliance.store.base import Filter, Match, Point, Range
 
@@ -82,6 +86,8 @@ class IndexPipeline:
         self.store = collections.store
         self.tokenizer = tokenizer
         self.settings = settings
+        # Files are parsed in worker processes (started on first use), never in the server.
+        self.sandbox = ParseSandbox.from_settings(settings)
         profile = embedding.profile
         prefix_tokens = len(embedding.encoder.tokenize([profile.document_prefix])[0])
         # The chunk plus the model's special tokens and document prefix must fit the model.
@@ -98,6 +104,8 @@ class IndexPipeline:
         except ValueError as exc:
             raise InvalidRequest(str(exc), param="chunking") from None
 
+    # The collection's shared lock for the whole call: a delete waits for it (consistency.md).
+    @CollectionService.holding
     async def index(
         self,
         collection: str,
@@ -127,17 +135,31 @@ class IndexPipeline:
                 results[item.doc_id] = DocResult(item.doc_id, len(item.chunks), "indexed")
         return [results[item.doc_id] for item in pending]
 
+    def close(self) -> None:
+        """Stop the parse workers."""
+        self.sandbox.close()
+
     def _prepare(self, documents: Sequence[Document], params: ChunkingParams) -> list[_Pending]:
         seen: dict[str, _Pending] = {}
+        most_chars = self.settings.max_document_chars
+        most_chunks = self.settings.max_chunks_per_document
         for doc in documents:
             doc_id = doc.id or doc_id_from_content(doc.text)
+            if len(doc.text) > most_chars:
+                raise _for_document(too_much_text(most_chars), doc_id)
             # What the chunks are indexed with is part of what was indexed: chunking parameters
             # and the contextual title; changing either re-indexes.
             context = self._context(doc)
-            digest = content_hash(
-                f"{params.max_tokens}:{params.overlap_tokens}:{context!r}:{doc.text}"
-            )
-            chunks = chunk_text(doc.text, self.tokenizer, params)
+            digest = _digest(f"{params.max_tokens}:{params.overlap_tokens}:{context!r}:", doc.text)
+            try:
+                chunks = chunk_text(doc.text, self.tokenizer, params, most_chunks)
+            except TooManyChunks:
+                error = PayloadTooLarge(
+                    f"the document makes more than {most_chunks:,} chunks "
+                    "(ingest.max_chunks_per_document)",
+                    code="too_many_chunks",
+                )
+                raise _for_document(error, doc_id) from None
             seen[doc_id] = _Pending(doc, doc_id, digest, chunks)  # last one of an id wins
         return list(seen.values())
 
@@ -158,9 +180,17 @@ class IndexPipeline:
         if replace is not None:  # the store swaps a document in one transaction: no hiding
             await self._replace(collection, todo, progress, replace)
             return
+        # Cancelled (the client left) or failed: this call's uncommitted chunks are deleted.
+        async with rolling_back(self.store, collection, [item.doc_id for item in todo]):
+            await self._write_flagged(collection, todo, progress)
+
+    async def _write_flagged(
+        self, collection: str, todo: list[_Pending], progress: Callable[[int], None] | None
+    ) -> None:
+        # Each store call lands before a cancellation goes on, so the rollback sees every write.
         existing = [item.doc_id for item in todo if item.existed]
         if existing:  # hide old versions first: a crash from here on leaves them absent
-            await asyncio.to_thread(
+            await settled(
                 self.store.set_payload, collection, doc_filter(*existing), {"committed": False}
             )
         now = dt.datetime.now(dt.UTC).isoformat()
@@ -179,7 +209,7 @@ class IndexPipeline:
                 )
                 for (item, chunk), vector, text in zip(part, vectors, texts, strict=True)
             ]
-            await asyncio.to_thread(self.store.upsert, collection, points)
+            await settled(self.store.upsert, collection, points)
             if progress:
                 progress(len(part))
         for item in todo:
@@ -187,11 +217,9 @@ class IndexPipeline:
                 stale = Filter(
                     must=(*doc_filter(item.doc_id).must, Range("chunk_index", gte=len(item.chunks)))
                 )
-                await asyncio.to_thread(self.store.delete, collection, stale)
+                await settled(self.store.delete, collection, stale)
         ids = tuple(item.doc_id for item in todo)
-        await asyncio.to_thread(
-            self.store.set_payload, collection, doc_filter(*ids), {"committed": True}
-        )
+        await settled(self.store.set_payload, collection, doc_filter(*ids), {"committed": True})
 
     async def _replace(
         self,
@@ -252,6 +280,20 @@ class IndexPipeline:
                     EmbedParams(inputs=texts, input_type="document", truncate=True)
                 )
         return result.vectors
+
+
+def _digest(prefix: str, text: str) -> str:
+    """content_hash(prefix + text) without building the concatenation of a long text."""
+    digest = hashlib.sha256(prefix.encode("utf-8", "surrogatepass"))
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _for_document(error: PayloadTooLarge, doc_id: str) -> PayloadTooLarge:
+    """The error naming the document it is about."""
+    return PayloadTooLarge(
+        f"document '{doc_id}': {error.message}", param="documents", code=error.code
+    )
 
 
 def _payload(item: _Pending, chunk: Chunk, now: str) -> dict[str, Any]:

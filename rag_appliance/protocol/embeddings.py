@@ -6,20 +6,39 @@ import base64
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from rag_appliance.embedding.service import EmbedParams, EmbedResult
 from rag_appliance.protocol.checks import check_text
+
+_TEXT: JsonValue = {"type": "string", "minLength": 1}
+_IDS: JsonValue = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+# What the service accepts (no empty strings or lists), for the OpenAPI document.
+_INPUT_SHAPES: list[JsonValue] = [
+    _TEXT,
+    {"type": "array", "items": _TEXT, "minItems": 1},
+    _IDS,
+    {"type": "array", "items": _IDS, "minItems": 1},
+]
 
 
 class EmbeddingRequest(BaseModel):
     """The body of POST /v1/embeddings, in the order of the OpenAI docs."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     input: StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]] = Field(
         description="A string or an array of strings; token ids or token-id arrays only where "
-        "the server accepts them (embedding.accept_token_ids)."
+        "the server accepts them (embedding.accept_token_ids).",
+        json_schema_extra={"anyOf": _INPUT_SHAPES},
     )
     model: str | None = Field(None, description="The served model name or an alias.")
     encoding_format: Literal["float", "base64"] = Field(

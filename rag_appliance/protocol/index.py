@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag_appliance.errors import InvalidRequest
 from rag_appliance.ingest.pipeline import DocResult, Document
-from rag_appliance.protocol.checks import check_json, check_text, check_texts
+from rag_appliance.protocol.checks import INVALID, check_json, check_text, check_texts
 from rag_appliance.retrieval.retriever import SearchOptions
 
 COLLECTION = Field(description="Target collection (created on first index).", min_length=1)
@@ -17,7 +17,7 @@ COLLECTION = Field(description="Target collection (created on first index).", mi
 class DocumentIn(BaseModel):
     """One document of an index request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = Field(
         None, min_length=1, max_length=512, description="Stable id; default: from content hash."
@@ -30,7 +30,7 @@ class DocumentIn(BaseModel):
 class ChunkingIn(BaseModel):
     """Per-request chunking overrides."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_tokens: int | None = Field(None, ge=8, description="Chunk size in model tokens.")
     overlap_tokens: int | None = Field(None, ge=0, description="Tokens shared by neighbours.")
@@ -39,12 +39,39 @@ class ChunkingIn(BaseModel):
 class IndexRequest(BaseModel):
     """POST /v1/index: `documents`, or the simple form `texts` (+ optional `ids`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what _one_form enforces: exactly one of `documents` / `texts` (a null
+    # one counts as absent), `ids` only beside `texts`.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,  # as the schema says: no "8" for 8, no 0 for false
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "required": ["documents"],
+                    "properties": {
+                        "documents": {"type": "array"},
+                        "texts": {"type": "null"},
+                        "ids": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["texts"],
+                    "properties": {"texts": {"type": "array"}, "documents": {"type": "null"}},
+                },
+            ]
+        },
+    )
 
     collection: str = COLLECTION
-    documents: list[DocumentIn] | None = Field(None, description="Documents to index.")
-    texts: list[str] | None = Field(None, description="Simple form: one document per text.")
-    ids: list[str] | None = Field(None, description="Simple form: ids for `texts`.")
+    documents: list[DocumentIn] | None = Field(
+        None, description="Documents to index.", json_schema_extra={"minItems": 1}
+    )
+    texts: list[str] | None = Field(
+        None, description="Simple form: one document per text.", json_schema_extra={"minItems": 1}
+    )
+    ids: list[str] | None = Field(
+        None, description="Simple form: one id per text of `texts`, in order (as many)."
+    )
     metadata: dict[str, Any] | None = Field(
         None, description="Metadata merged into every document's own."
     )
@@ -52,10 +79,30 @@ class IndexRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_form(self) -> IndexRequest:
-        if (self.documents is None) == (self.texts is None):
-            raise ValueError("send either 'documents' or 'texts'")
-        if self.ids is not None and (self.texts is None or len(self.ids) != len(self.texts)):
-            raise ValueError("'ids' must be as long as 'texts'")
+        # InvalidRequest, not ValueError: a ValueError's 400 would name no param (the body).
+        if self.documents is None and self.texts is None:
+            raise InvalidRequest(
+                "send 'documents' or 'texts' (the simple form)",
+                param="documents",
+                code="missing_required_parameter",
+            )
+        if self.documents is not None and self.texts is not None:
+            raise InvalidRequest(
+                "send 'documents' or 'texts', not both", param="texts", code=INVALID
+            )
+        if self.ids is not None and self.texts is None:
+            raise InvalidRequest(
+                "'ids' goes with 'texts'; in 'documents' each document has its own 'id'",
+                param="ids",
+                code=INVALID,
+            )
+        if self.ids is not None and self.texts is not None and len(self.ids) != len(self.texts):
+            raise InvalidRequest(
+                f"'ids' has {len(self.ids)} items and 'texts' {len(self.texts)}: "
+                "give one id per text",
+                param="ids",
+                code=INVALID,
+            )
         return self
 
     @model_validator(mode="after")
@@ -117,10 +164,13 @@ def index_response(collection: str, results: list[DocResult]) -> dict[str, Any]:
 class SearchRequest(BaseModel):
     """POST /v1/search."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     collection: str = COLLECTION
-    query: str = Field(description="The search text (embedded query-side).")
+    query: str = Field(
+        description="The search text (embedded query-side); not empty or only whitespace.",
+        json_schema_extra={"minLength": 1, "pattern": r"\S"},
+    )
     top_k: int | None = Field(None, ge=1, description="Hits to return (default from settings).")
     filter: dict[str, Any] | None = Field(
         None,

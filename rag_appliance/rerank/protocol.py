@@ -32,7 +32,7 @@ REFUSED: dict[str, str] = {
 class DocumentIn(BaseModel):
     """A document given as an object (Cohere v1, Jina); only its text is ranked."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     text: StrictStr
 
@@ -50,7 +50,7 @@ class RerankParams:
 class RerankRequest(BaseModel):
     """POST /v1/rerank."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = Field(None, description="The served reranker name or an alias.")
     query: StrictStr = Field(description="The search query.")

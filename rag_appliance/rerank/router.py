@@ -6,14 +6,17 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from rag_appliance.api.deps import ServicesDep, json_response
+from rag_appliance.protocol import generation as bodies
+from rag_appliance.protocol.openapi import responses
 from rag_appliance.rerank.protocol import RerankRequest, rerank_response
 
 router = APIRouter()
+_RESPONSES = responses(bodies.RerankResult, 404, 429, 503)
 
 
-@router.post("/v1/rerank", response_class=Response)
-@router.post("/v2/rerank", response_class=Response, include_in_schema=False)
-@router.post("/rerank", response_class=Response, include_in_schema=False)
+@router.post("/v1/rerank", response_class=Response, responses=_RESPONSES)
+@router.post("/v2/rerank", response_class=Response, responses=_RESPONSES)
+@router.post("/rerank", response_class=Response, responses=_RESPONSES)
 async def rerank(body: RerankRequest, services: ServicesDep) -> Response:
     """Rank documents by relevance to a query with the cross-encoder."""
     reranker = services.require_reranker()

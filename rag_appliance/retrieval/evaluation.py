@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag_appliance.errors import InvalidRequest
+
 
 @dataclass(frozen=True)
 class BeirDataset:
@@ -22,6 +24,20 @@ class BeirDataset:
 
 
 def load_beir(folder: Path, split: str = "test") -> BeirDataset:
+    """Read a BEIR folder; a missing or malformed file is one InvalidRequest naming it."""
+    try:
+        return _load_beir(folder, split)
+    except FileNotFoundError as exc:
+        raise InvalidRequest(
+            f"{exc.filename}: no such file (a BEIR folder?)", param="dataset"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:  # bad JSON, a missing column or field
+        raise InvalidRequest(
+            f"{folder}: not a BEIR folder ({type(exc).__name__}: {exc})", param="dataset"
+        ) from None
+
+
+def _load_beir(folder: Path, split: str) -> BeirDataset:
     """Read corpus.jsonl, queries.jsonl and qrels/<split>.tsv; documents are title + ' ' + text."""
     corpus: dict[str, str] = {}
     titles: dict[str, str] = {}

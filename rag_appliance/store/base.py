@@ -62,6 +62,8 @@ class CollectionInfo:
     points_count: int
     created_at: str  # ISO-8601 UTC
     bm25: Bm25Config | None = None
+    # Set when `name` is an alias: the physical collection it points to (its current version).
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,4 +172,11 @@ class VectorStore(Protocol):
         *,
         progress: Callable[[int], None] | None = None,
     ) -> CollectionInfo: ...
+    # Aliases: a name standing for a collection, switched atomically (blue/green re-indexing).
+    # `aliases` maps each alias to its collection; `set_alias` creates or repoints one in one
+    # step (404 for a missing collection, Conflict when a collection has the alias's name);
+    # deleting a collection drops the aliases pointing to it.
+    def aliases(self) -> dict[str, str]: ...
+    def set_alias(self, alias: str, collection: str) -> None: ...
+    def delete_alias(self, alias: str) -> None: ...
     def close(self) -> None: ...

@@ -17,7 +17,8 @@ import numpy as np
 from pymilvus import MilvusClient
 
 from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
-from rag_appliance.store import milvus_schema, milvus_search, milvus_upgrade
+from rag_appliance.store import milvus_aliases, milvus_schema, milvus_search, milvus_upgrade
+from rag_appliance.store.aliases import check_not_alias
 from rag_appliance.store.base import (
     DEFAULT_BM25,
     Bm25Config,
@@ -132,6 +133,7 @@ class MilvusStore:
         if bm25 is not None:
             check_bm25(bm25)
         with self._conn.writes:
+            check_not_alias(name, milvus_aliases.read(self._conn))
             milvus_schema.create(self._conn, name, provenance, Meta(provenance, utc_now(), bm25))
             # Only the appliance's collections (Conflict otherwise), and before they are loaded:
             # a server loads a collection only once its vectors have indexes.
@@ -163,6 +165,7 @@ class MilvusStore:
     def delete_collection(self, name: str) -> None:
         """Delete the collection."""
         self._conn.meta(name, refresh=True)
+        milvus_aliases.drop_aliases_of(self._conn, name)
         with self._conn.writes, self._conn.call(name):
             self._client.drop_collection(self._conn.full(name), timeout=self._conn.timeout)
         self._conn.forget(name)
@@ -286,6 +289,18 @@ class MilvusStore:
         if meta.bm25 is None:
             milvus_upgrade.enable_sparse(self._conn, name, meta, bm25, progress, self._upgrading)
         return self.get_collection(name)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to (milvus_aliases)."""
+        return milvus_aliases.read(self._conn)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Create or atomically repoint `alias`."""
+        milvus_aliases.set_alias(self._conn, alias, collection)
+
+    def delete_alias(self, alias: str) -> None:
+        """Drop `alias` (its collection stays); 404 when there is none."""
+        milvus_aliases.delete_alias(self._conn, alias)
 
     def close(self) -> None:
         """Close the client; stop Milvus Lite when no other store in this process uses it."""

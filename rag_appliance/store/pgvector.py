@@ -28,7 +28,8 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from rag_appliance.errors import InvalidRequest, ServiceUnavailable, SettingsError
-from rag_appliance.store import pg_hnsw, pg_search, pg_sql, pg_writes
+from rag_appliance.store import pg_aliases, pg_hnsw, pg_search, pg_sql, pg_writes
+from rag_appliance.store.aliases import check_not_alias
 from rag_appliance.store.base import (
     DEFAULT_BM25,
     Bm25Config,
@@ -148,6 +149,7 @@ class PgVectorStore:
             self._pool.open(wait=True, timeout=timeout)
             with self._ddl() as cur:
                 pg_sql.ensure_registry(cur, schema)
+                pg_aliases.ensure_table(cur, schema)
         except (PoolTimeout, psycopg.Error, ServiceUnavailable) as exc:
             self._pool.close()
             raise SettingsError(f"{setting}: PostgreSQL is not usable: {one_line(exc)}") from None
@@ -169,6 +171,7 @@ class PgVectorStore:
         with self._ddl() as cur:
             stored = pg_sql.find_meta(cur, self._schema, name)
             if stored is None:
+                check_not_alias(name, pg_aliases.read(cur, self._schema))
                 table = pg_sql.table_name(name)
                 config = None if bm25 is None else pg_sql.ts_config(cur, self._schema, bm25)
                 pg_sql.create_table(cur, self._schema, table, provenance.dimension)
@@ -361,6 +364,21 @@ class PgVectorStore:
         info = self.get_collection(name)
         self._builder.poke(name, info.points_count)  # the rows it tokenised joined the tail
         return info
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to (pg_aliases)."""
+        with self._snapshot(None) as cur:
+            return pg_aliases.read(cur, self._schema)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Create or repoint `alias` in one transaction."""
+        with self._ddl() as cur:
+            pg_aliases.set_alias(cur, self._schema, alias, collection)
+
+    def delete_alias(self, alias: str) -> None:
+        """Drop `alias` (its collection stays); 404 when there is none."""
+        with self._ddl() as cur:
+            pg_aliases.delete_alias(cur, self._schema, alias)
 
     def close(self) -> None:
         """Stop the index builds (a build cut short is redone later), close the connections,

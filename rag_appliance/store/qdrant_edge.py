@@ -26,7 +26,8 @@ import numpy as np
 import qdrant_edge as qe
 
 from rag_appliance.errors import CollectionNotFound, ServiceUnavailable
-from rag_appliance.store import edge_layout, edge_search, edge_upgrade, edge_writes
+from rag_appliance.store import edge_aliases, edge_layout, edge_search, edge_upgrade, edge_writes
+from rag_appliance.store.aliases import check_not_alias
 from rag_appliance.store.base import (
     BOOL_INDEXES,
     DEFAULT_BM25,
@@ -103,6 +104,7 @@ class QdrantEdgeStore:
         self._lock_fd = edge_layout.lock_store(self._root / ".lock")
         try:
             self._collections = edge_layout.scan(self._dir)
+            self._aliases = edge_aliases.load(self._root, self._collections)
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -122,6 +124,7 @@ class QdrantEdgeStore:
             self._check_open()
             existing = self._collections.get(name)
             if existing is None:
+                check_not_alias(name, self._aliases)
                 self._collections[name] = self._create(name, provenance, bm25)
         if existing is not None and existing.provenance != provenance:
             raise provenance_conflict(name, existing.provenance, provenance)
@@ -155,6 +158,7 @@ class QdrantEdgeStore:
             with c.lock:
                 self._shut(c)
                 trash = edge_layout.move_to_trash(c.dir)
+            self._aliases = edge_aliases.without(self._root, self._aliases, lambda _, t: t == name)
         shutil.rmtree(trash, ignore_errors=True)
 
     def upsert(self, name: str, points: Sequence[Point]) -> None:
@@ -276,6 +280,26 @@ class QdrantEdgeStore:
             if c.bm25 is None:
                 edge_upgrade.upgrade(c, self._index, bm25, progress)
         return self.get_collection(name)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias and the collection it points to (see edge_aliases)."""
+        with self._lock:
+            self._check_open()
+            return dict(self._aliases)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Create or repoint `alias` in one atomic rewrite of the alias table."""
+        with self._lock:
+            self._check_open()
+            self._aliases = edge_aliases.with_alias(
+                self._root, self._aliases, alias, collection, self._collections
+            )
+
+    def delete_alias(self, alias: str) -> None:
+        """Drop `alias` (its collection stays); 404 when there is none."""
+        with self._lock:
+            self._check_open()
+            self._aliases = edge_aliases.without_alias(self._root, self._aliases, alias)
 
     def close(self) -> None:
         """Stop index builds, flush and close every shard, and release the store."""

@@ -18,6 +18,7 @@ from qdrant_client import QdrantClient, models
 
 from rag_appliance.errors import CollectionNotFound, Conflict, InvalidRequest
 from rag_appliance.store import server_upgrade
+from rag_appliance.store.aliases import alias_not_found, check_alias, check_not_alias
 from rag_appliance.store.base import (
     BOOL_INDEXES,
     DEFAULT_BM25,
@@ -128,6 +129,8 @@ class QdrantServerStore:
         # The engine applies IDF; the points' vectors carry BM25's term frequencies (bm25.py).
         sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         with self._conn.serial:
+            # First: the server resolves an alias's name to its collection, as if it existed.
+            check_not_alias(name, self.aliases())
             if not self._client.collection_exists(full):
                 try:
                     self._client.create_collection(
@@ -287,6 +290,42 @@ class QdrantServerStore:
         if meta.bm25 is None:
             server_upgrade.upgrade(self._conn, name, meta, bm25, progress, self._upgrading)
         return self.get_collection(name)
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias under this store's prefix and the collection it points to."""
+        with self._conn.serial:
+            listed = self._client.get_aliases().aliases
+        n = len(self._prefix)
+        return {
+            a.alias_name[n:]: a.collection_name[n:]
+            for a in listed
+            if a.alias_name.startswith(self._prefix) and a.collection_name.startswith(self._prefix)
+        }
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Create or repoint `alias`: one update_collection_aliases call, atomic on the server."""
+        with self._conn.serial:
+            described = self._client.get_collections().collections
+        names = {d.name[len(self._prefix) :] for d in described if d.name.startswith(self._prefix)}
+        check_alias(alias, collection, names)
+        full = self._conn.full(alias)
+        create = models.CreateAlias(collection_name=self._conn.full(collection), alias_name=full)
+        ops: list[models.AliasOperations] = [models.CreateAliasOperation(create_alias=create)]
+        if alias in self.aliases():  # delete and create in one request: the documented switch
+            drop = models.DeleteAlias(alias_name=full)
+            ops.insert(0, models.DeleteAliasOperation(delete_alias=drop))
+        with self._conn.serial:
+            self._client.update_collection_aliases(change_aliases_operations=ops)
+
+    def delete_alias(self, alias: str) -> None:
+        """Drop `alias` (its collection stays); 404 when there is none."""
+        if alias not in self.aliases():
+            raise alias_not_found(alias)
+        drop = models.DeleteAlias(alias_name=self._conn.full(alias))
+        with self._conn.serial:
+            self._client.update_collection_aliases(
+                change_aliases_operations=[models.DeleteAliasOperation(delete_alias=drop)]
+            )
 
     def close(self) -> None:
         """Close the client's connections."""

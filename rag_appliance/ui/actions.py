@@ -16,8 +16,10 @@ import gradio as gr
 from rag_appliance.auth import Principal, acting_as, authorize_write
 from rag_appliance.collections.service import DocumentInfo
 from rag_appliance.errors import CollectionNotFound, InvalidRequest
-from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files
+from rag_appliance.ingest.files import FileOutcome, index_files
+from rag_appliance.ingest.pipeline import IndexPipeline
 from rag_appliance.services import Services
+from rag_appliance.ui import uploads
 from rag_appliance.ui.base import Handlers, ServicesGetter, hidden, report
 from rag_appliance.ui.chat import ChatActions
 from rag_appliance.ui.conversation import plain
@@ -264,28 +266,36 @@ class Actions(Handlers):
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio injects it by this default
         request: gr.Request | None = None,
     ) -> tuple[list[list[Any]], Any]:
-        """Parse and index the files in one go; one result row per file (status, chunks, error)."""
+        """Parse and index the files in one go; one result row per file (status, chunks, error).
+
+        Once the files were read they are deleted from the upload folder (ui/uploads.py),
+        indexed or not, and the file box is cleared; a refusal before that (no collection, no
+        access) keeps them, so the press can be repeated.
+        """
         paths = [Path(f) for f in files or []]
+        read = False  # from the moment the files are read, they go whatever happens next
         try:
             with self.acting(request):
                 if not collection:
                     raise InvalidRequest("choose or create a collection first")
                 authorize_write(collection)  # before reading the files (index_files checks too)
-                outcomes = await self._index(paths, collection, progress)
+                pipeline = self._upload_pipeline(paths)
+                read = True
+                outcomes = await self._index(pipeline, paths, collection, progress)
         except Exception as exc:
             report(exc, "upload")
-            return [], gr.skip()
+            return [], (None if read else gr.skip())
+        finally:
+            if read:
+                await asyncio.to_thread(uploads.discard, paths, uploads.current_dir())
         rows = [_row(outcome) for outcome in outcomes]
         failed = sum(1 for r in rows if r[1] == "error")
         if failed:
             gr.Warning(f"{failed} of {len(rows)} files could not be indexed; see the table.")
-        # Clear the file box only when everything went in, so failed files can be retried.
-        return rows, (gr.skip() if failed else None)
+        return rows, None  # the files are gone: failed ones are added again from the table
 
-    async def _index(
-        self, paths: Sequence[Path], collection: str, progress: gr.Progress
-    ) -> list[FileOutcome]:
-        """Read and index the files, counting them off on the progress bar."""
+    def _upload_pipeline(self, paths: Sequence[Path]) -> IndexPipeline:
+        """The pipeline, once the upload passes the checks that need no file read."""
         if not paths:
             raise InvalidRequest("add one or more files to index")
         services = self.services()
@@ -293,16 +303,29 @@ class Actions(Handlers):
         most = services.settings.ingest.max_files_per_upload
         if len(paths) > most:
             raise InvalidRequest(f"at most {most} files per upload")
-        # Gradio keeps the original file name as the last part of its temporary path.
-        blobs = [FileBlob(path.name, await asyncio.to_thread(path.read_bytes)) for path in paths]
-        done: list[FileOutcome] = []
+        return pipeline
+
+    async def _index(
+        self, pipeline: IndexPipeline, paths: Sequence[Path], collection: str, progress: gr.Progress
+    ) -> list[FileOutcome]:
+        """Read and index the files, counting them off on the progress bar; a file over
+        ingest.max_upload_bytes gets its own error row."""
+        limit = pipeline.settings.max_upload_bytes
+        outcomes, blobs = await asyncio.to_thread(uploads.read, paths, limit)
+        done: list[FileOutcome] = list(outcomes.values())
 
         def advance(outcome: FileOutcome) -> None:
             done.append(outcome)
-            progress((len(done), len(blobs)), desc=f"Indexed {outcome.filename}", unit="files")
+            progress((len(done), len(paths)), desc=f"Indexed {outcome.filename}", unit="files")
 
-        progress((0, len(blobs)), desc=f"Indexing {len(blobs)} files", unit="files")
-        return await index_files(pipeline, collection, blobs, progress=advance)
+        progress((len(done), len(paths)), desc=f"Indexing {len(paths)} files", unit="files")
+        if blobs:
+            slots = list(blobs)
+            indexed = await index_files(
+                pipeline, collection, list(blobs.values()), progress=advance
+            )
+            outcomes.update(zip(slots, indexed, strict=True))
+        return [outcomes[i] for i in range(len(paths))]
 
     def _default(self, principal: Principal) -> str | None:
         """rag.default_collection, unless it is outside the key's scopes (then unnamed)."""

@@ -57,8 +57,15 @@ def build_ui(
     def cancel() -> tuple[dict[str, Any], None]:
         return hidden(), None
 
+    from rag_appliance.ui.uploads import ABANDONED_AGE_S, SWEEP_EVERY_S
+
     # Analytics off: the appliance may run offline, and its usage is nobody else's business.
-    with gr.Blocks(title="rag-appliance", analytics_enabled=False) as demo:
+    # delete_cache: uploads nobody indexed go after an hour, and all of them at shutdown.
+    with gr.Blocks(
+        title="rag-appliance",
+        analytics_enabled=False,
+        delete_cache=(SWEEP_EVERY_S, ABANDONED_AGE_S),
+    ) as demo:
         top = layout.header(settings)
         with gr.Tabs(elem_id="tabs") as tabs:
             with layout.tab("Chat", "chat"):
@@ -121,6 +128,7 @@ def build_ui(
             chat.clear, None, [talk.chatbot, talk.sources, top.saved_chat], queue=False
         )
         talk.sources.click(viewer_actions.open_clicked, None, opened)
+        talk.sources.like(chat.feedback, None, None)  # a thumb on a source (search_log)
 
         # -- search: the /v1/search request, through the same retriever call ------------------
         gr.on(
@@ -171,7 +179,10 @@ def mount_ui(
 
     from rag_appliance.auth import ui_auth
     from rag_appliance.ui.layout import CSS
+    from rag_appliance.ui.uploads import prepare
 
+    # Before the UI is built: Gradio reads its upload folder when it builds the app.
+    prepare(settings.data_dir)
     gr.mount_gradio_app(
         app,
         build_ui(services, settings),

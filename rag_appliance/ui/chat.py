@@ -24,6 +24,7 @@ from rag_appliance.chat.loopguard import STOP_REASON, GuardedDeltas
 from rag_appliance.chat.params import ChatParams, RetrievalOptions
 from rag_appliance.chat.service import ChatService, PreparedChat
 from rag_appliance.errors import InvalidRequest
+from rag_appliance.feedback.service import FeedbackParams, submit_feedback
 from rag_appliance.generation.base import Delta
 from rag_appliance.ui.base import Handlers, ServicesGetter, report, username_of
 from rag_appliance.ui.conversation import History, model_messages, plain, restored, saved, stopped
@@ -213,8 +214,12 @@ class ChatActions(Handlers):
         notice = prepared.retrieval.notice() if prepared.retrieval is not None else None
         name = collection or ""
 
-        def panel(footer: str | None = None, cited: Collection[int] = ()) -> str:
-            return sources_html(name, sources, cited=cited, notice=notice, footer=footer)
+        def panel(
+            footer: str | None = None, cited: Collection[int] = (), logged: str | None = None
+        ) -> str:
+            return sources_html(
+                name, sources, cited=cited, notice=notice, footer=footer, feedback_id=logged
+            )
 
         def with_answer(text: str) -> History:
             return [*messages, {"role": "assistant", "content": text}]
@@ -225,9 +230,10 @@ class ChatActions(Handlers):
         started = time.perf_counter()
         deltas: GuardedDeltas | None = None
         was_stopped = False
+        request_id = f"ui-{uuid.uuid4().hex}"  # the engine's and the search log's id
         try:
             # As the API streams: the loop guard, and invalid [n] markers filtered out.
-            deltas = chat.guarded_stream(prepared, f"ui-{uuid.uuid4().hex}")
+            deltas = chat.guarded_stream(prepared, request_id)
             while (delta := await until(next_delta(deltas), stop)) is not None:
                 if isinstance(delta, _Stopped):
                     was_stopped = True
@@ -248,7 +254,9 @@ class ChatActions(Handlers):
             if deltas is not None:
                 await _close(deltas)
         seconds = _since(started)
-        final = await self._attributed(chat, prepared, answer, collection)
+        final = await self._attributed(chat, prepared, answer, collection, request_id)
+        # Thumbs on the sources once the answer is in the search log (search_log.enabled).
+        logged = request_id if chat.search_log and chat.search_log.known(request_id) else None
         if was_stopped:
             text, footer = stopped(final.text), stopped_footer(last, seconds)
         else:
@@ -256,19 +264,42 @@ class ChatActions(Handlers):
             text, footer = final.text, answer_footer(last, seconds, looped=looped)
         shown = with_answer(text)
         # The footer also tells a watcher (or a browser test) that the answer is done.
-        yield shown, skip, panel(footer, final.cited), saved(owner, shown)
+        yield shown, skip, panel(footer, final.cited, logged), saved(owner, shown)
 
     async def _attributed(
-        self, chat: ChatService, prepared: PreparedChat, text: str, collection: str | None
+        self,
+        chat: ChatService,
+        prepared: PreparedChat,
+        text: str,
+        collection: str | None,
+        request_id: str | None = None,
     ) -> Attributed:
         """The answer with its [n] markers checked and added (the API's final text)."""
         if prepared.sources is None or not text.strip():
             return Attributed(text)
         try:
-            return await chat.attribute(prepared, text, collection=collection or None)
+            return await chat.attribute(
+                prepared, text, collection=collection or None, request_id=request_id
+            )
         except Exception:  # the answer itself is fine: show it as generated
             log.warning("web UI: attributing citations failed", exc_info=True)
             return Attributed(text)
+
+    async def feedback(self, evt: gr.EventData, request: gr.Request | None = None) -> None:
+        """A thumb on a source: feedback on that passage as the session's key, through the
+        service behind POST /v1/feedback; a toast says how it went."""
+        data = getattr(evt, "_data", None) or {}
+        label, chunk = data.get("label"), data.get("chunk_id")
+        try:
+            with self.acting(request):
+                if label not in ("positive", "negative") or not isinstance(chunk, str):
+                    raise InvalidRequest("feedback needs a source and a thumb up or down")
+                params = FeedbackParams(str(data.get("event_id") or ""), label, (chunk,))
+                await submit_feedback(self.services().search_log, params)
+        except Exception as exc:
+            report(exc, "feedback")
+            return
+        gr.Info("Thanks: your feedback on this source is recorded.")
 
 
 def _since(started: float) -> float:

@@ -302,4 +302,8 @@ CSS = f"""
 .{PANEL} .chunk.focus {{ background: var(--color-accent-soft); }}
 .{PANEL} .chunk .text {{ white-space: pre-wrap; }}
 .{PANEL} .overlap {{ color: var(--body-text-color-subdued); }}
+.{PANEL} .thumbs {{ margin-left: 8px; }}
+.{PANEL} .thumb {{ border: 1px solid var(--border-color-primary); border-radius: 6px;
+  padding: 0 4px; margin-left: 2px; background: none; cursor: pointer; opacity: 0.6; }}
+.{PANEL} .thumb.chosen {{ opacity: 1; background: var(--color-accent-soft); }}
 """

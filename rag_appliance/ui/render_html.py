@@ -16,9 +16,24 @@ from rag_appliance.retrieval.retriever import SearchHit
 from rag_appliance.ui.render import NOT_ALLOWED, Refusal
 
 # One click handler on the panel (its content is replaced on every update): an element with
-# data-doc opens that document in the viewer.
+# data-doc opens that document in the viewer; a thumb (data-label) sends feedback instead, as a
+# `like` event, and stays pressed.
 OPEN_ON_CLICK = """
 const open = (event) => {
+  const thumb = event.target.closest('[data-label]');
+  if (thumb && element.contains(thumb)) {
+    if (event.type !== 'click') return;  // Enter on a button clicks it: no viewer for that
+    thumb.parentElement.querySelectorAll('[data-label]').forEach((b) => {
+      b.classList.toggle('chosen', b === thumb);
+      b.setAttribute('aria-pressed', String(b === thumb));
+    });
+    trigger('like', {
+      event_id: thumb.dataset.event,
+      chunk_id: thumb.dataset.chunkId,
+      label: thumb.dataset.label,
+    });
+    return;
+  }
   const item = event.target.closest('[data-doc]');
   if (!item || !element.contains(item)) return;
   if (event.type === 'keydown' && event.key !== 'Enter') return;
@@ -97,8 +112,10 @@ def sources_html(
     cited: Collection[int] = (),
     notice: str | None = None,
     footer: str | None = None,
+    feedback_id: str | None = None,
 ) -> str:
-    """The sources panel: one numbered, clickable entry per passage, as cited by [n]."""
+    """The sources panel: one numbered, clickable entry per passage, as cited by [n];
+    `feedback_id` (the answer's logged id) adds thumbs up and down to each."""
     tail = para(footer, "muted") if footer else ""
     if sources is None:
         return para("Plain chat: no documents were retrieved.", "muted") + tail
@@ -125,10 +142,27 @@ def sources_html(
             _opener(collection, doc_id, int(hit.get("chunk_index", 0)), extra=_cls(is_cited))
             + f"<b>{name}</b> · chunk {int(hit.get('chunk_index', 0))}"
             f" · score {float(hit.get('score', 0.0)):.3f}{badge}"
+            f"{_thumbs(feedback_id, hit.get('chunk_id'))}"
             f"<blockquote>{esc(' '.join(str(hit.get('text', '')).split()))}</blockquote></li>"
         )
     body = "<ol>" + "".join(items) + "</ol>"
     return head + note + body + tail
+
+
+def _thumbs(event_id: str | None, chunk_id: Any) -> str:
+    """Thumbs up and down on one source (nothing without a logged answer to judge)."""
+    if not event_id or not chunk_id:
+        return ""
+    buttons = [
+        f'<button type="button" class="thumb" data-label="{label}" data-event="{esc(event_id)}" '
+        f'data-chunk-id="{esc(chunk_id)}" aria-pressed="false" title="{title}" '
+        f'aria-label="{title}">{face}</button>'
+        for label, face, title in (
+            ("positive", "\U0001f44d", "Relevant to the question"),
+            ("negative", "\U0001f44e", "Not relevant to the question"),
+        )
+    ]
+    return f'<span class="thumbs">{"".join(buttons)}</span>'
 
 
 def _cls(cited: bool) -> str:

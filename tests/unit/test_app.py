@@ -86,6 +86,14 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert_error(client.get("/v1/embeddings"), 405)
 
 
+def test_405_allows_every_method_of_the_path(client: TestClient) -> None:
+    # GET and DELETE are two routes on one path: Allow names both (Starlette names one).
+    r = client.put("/v1/collections/kb")
+    assert_error(r, 405)
+    assert set(r.headers["allow"].split(", ")) >= {"GET", "DELETE"}
+    assert client.post("/v1/embeddings/x").status_code == 404
+
+
 def test_body_limit() -> None:
     with client_for(server={"max_body_bytes": 2048}) as c:
         error = assert_error(c.post("/v1/embeddings", json={"input": "x" * 4096}), 413)

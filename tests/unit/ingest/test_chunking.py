@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
 import time
 import unicodedata
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rag_appliance.ingest import chunking
 from rag_appliance.ingest.chunking import (
     CHUNK_ID_NAMESPACE,
     Chunk,
     ChunkingParams,
+    TooManyChunks,
     chunk_text,
     content_hash,
     doc_id_from_content,
@@ -350,3 +354,32 @@ def test_content_hash_and_doc_id() -> None:
     doc_id = doc_id_from_content("")
     assert doc_id == "sha256:" + empty[:32]
     assert re.fullmatch(r"sha256:[0-9a-f]{32}", doc_id_from_content("some document"))
+
+
+# --- long texts: windows ---------------------------------------------------------------------
+
+
+def corpus_text(chars: int) -> str:
+    path = Path(__file__).resolve().parents[2] / "data" / "beir-manpages" / "corpus.jsonl"
+    texts = [json.loads(line)["text"] for line in path.read_text().splitlines()]
+    return "\n\n".join(texts)[:chars]
+
+
+def test_windowed_chunking_equals_whole_text_chunking(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = corpus_text(120_000)
+    params = ChunkingParams(max_tokens=200, overlap_tokens=32)
+    whole = chunk_text(text, tokenizer, params)
+    monkeypatch.setattr(chunking, "SEGMENT_CHARS", 9_000)  # about a dozen windows
+    windowed = chunk_text(text, tokenizer, params)
+    assert windowed == whole
+    assert all(c.text == text[c.start_char : c.end_char] for c in windowed)
+
+
+def test_more_chunks_than_allowed_raises(tokenizer: Any) -> None:
+    text = corpus_text(20_000)
+    params = ChunkingParams(max_tokens=64, overlap_tokens=8)
+    assert len(chunk_text(text, tokenizer, params, max_chunks=10_000)) > 20
+    with pytest.raises(TooManyChunks):
+        chunk_text(text, tokenizer, params, max_chunks=20)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rag_appliance.errors import InvalidRequest, UnsupportedMediaType
-from rag_appliance.ingest import formats
+from rag_appliance.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from rag_appliance.ingest.limits import ParseLimits
 from rag_appliance.ingest.parsers import parse
 from tests import docs_factory as f
 
@@ -145,12 +145,11 @@ def test_zip_without_word_document_is_unreadable_as_docx() -> None:
         parse(out.getvalue())  # sniffing does not take any zip for a DOCX
 
 
-def test_docx_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(formats, "_MAX_DOCX_UNCOMPRESSED", 1000)
-    with pytest.raises(InvalidRequest) as info:
-        parse(f.docx_bytes(FACT), "a.docx")
-    assert info.value.code == "unreadable_file"
-    assert "decompressed" in info.value.message
+def test_docx_over_the_inflate_limit_is_refused() -> None:
+    with pytest.raises(PayloadTooLarge) as info:
+        parse(f.docx_bytes(FACT), "a.docx", limits=ParseLimits(max_unzipped_bytes=1000))
+    assert info.value.status == 413 and info.value.code == "file_too_complex"
+    assert "ingest.max_unzipped_bytes" in info.value.message
 
 
 def test_pdf_without_text_is_empty() -> None:

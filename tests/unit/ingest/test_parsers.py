@@ -165,7 +165,6 @@ def test_unrecognisable_binary_without_name_is_unsupported() -> None:
             "a.html",
         ),
         (b"", "empty.pdf"),
-        (b"\x00\x01\x02", "controls.txt"),
     ],
 )
 def test_empty_documents(data: bytes, filename: str | None) -> None:

@@ -60,3 +60,14 @@ def test_the_bundled_mini_dataset_loads() -> None:
     data = load_beir(DATASET)
     assert data.corpus and data.queries and data.qrels
     assert all(doc in data.corpus for rels in data.qrels.values() for doc in rels)
+
+
+def test_load_beir_errors_name_the_folder_or_file(tmp_path: Path) -> None:
+    from rag_appliance.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match=r"corpus\.jsonl: no such file") as info:
+        load_beir(tmp_path / "missing")
+    assert info.value.param == "dataset"
+    (tmp_path / "corpus.jsonl").write_text("{broken\n", encoding="utf-8")
+    with pytest.raises(InvalidRequest, match="not a BEIR folder"):
+        load_beir(tmp_path)

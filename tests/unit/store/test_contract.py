@@ -1061,3 +1061,47 @@ def test_writes_during_enable_sparse_are_kept(store: VectorStore) -> None:
     assert hit.id == pid(650) and hit.payload["text"] == "x"
     # The rewritten point is indexed by its new text only.
     assert store.search("old", None, 5, mode="sparse", query_text="w650") == []
+
+
+# -- aliases (blue/green re-indexing) ---------------------------------------------------------
+
+
+def test_alias_is_created_repointed_and_deleted(store: VectorStore) -> None:
+    store.create_collection("kb__v1", PROV)
+    store.create_collection("kb__v2", PROV)
+    assert store.aliases() == {}
+    store.set_alias("kb", "kb__v1")
+    assert store.aliases() == {"kb": "kb__v1"}
+    store.set_alias("kb", "kb__v2")  # the switch: one step
+    assert store.aliases() == {"kb": "kb__v2"}
+    # The raw store lists collections only; an alias is no collection of its own.
+    assert [c.name for c in store.list_collections()] == ["kb__v1", "kb__v2"]
+    store.delete_alias("kb")
+    assert store.aliases() == {}
+    assert store.count("kb__v2") == 0  # the collection stays
+    with pytest.raises(CollectionNotFound):
+        store.delete_alias("kb")
+
+
+def test_alias_refuses_a_collection_name_and_a_missing_target(store: VectorStore) -> None:
+    store.create_collection("a", PROV)
+    store.create_collection("b", PROV)
+    with pytest.raises(Conflict):
+        store.set_alias("a", "b")
+    with pytest.raises(CollectionNotFound):
+        store.set_alias("kb", "missing")
+    with pytest.raises(InvalidRequest):
+        store.set_alias("../kb", "a")
+    store.set_alias("kb", "a")
+    with pytest.raises(Conflict):
+        store.create_collection("kb", PROV)  # a collection cannot take an alias's name
+    assert store.aliases() == {"kb": "a"}
+
+
+def test_deleting_a_collection_drops_its_aliases(store: VectorStore) -> None:
+    store.create_collection("a", PROV)
+    store.create_collection("b", PROV)
+    store.set_alias("kb", "a")
+    store.set_alias("other", "b")
+    store.delete_collection("a")
+    assert store.aliases() == {"other": "b"}

@@ -85,6 +85,10 @@ class FakeQdrantServer:
         if name is not None and name not in self.collections:
             raise missing(name)
 
+    def get_aliases(self) -> models.CollectionsAliasesResponse:
+        self._request("get_aliases")
+        return models.CollectionsAliasesResponse(aliases=[])  # the alias cases: contract suite
+
     def collection_exists(self, name: str) -> bool:
         self._request("collection_exists")
         if self.stale_exists:

@@ -256,5 +256,6 @@ def test_every_event_that_touches_services_gets_the_session() -> None:
         if name == "listing":  # its outputs: the listing's and the write controls
             assert len(block_fn.outputs) == 5 + len(write_controls(None, None))
         checked.add(name)
-    assert {"on_load", "listing", "answer", "search", "upload", "open_clicked"} <= checked
-    assert len(checked) == 13
+    expected = {"on_load", "listing", "answer", "search", "upload", "open_clicked", "feedback"}
+    assert expected <= checked
+    assert len(checked) == 14

@@ -1,0 +1,1 @@
+"""Search logs, feedback on results and answers, and training pairs exported from them."""

@@ -1,0 +1,1 @@
+"""Fine-tuning the embedding model on query-document pairs (`rag-appliance finetune`)."""

@@ -1,0 +1,181 @@
+"""Untrusted files parsed in worker processes that are killed past their time or memory limits.
+
+A parser's worst case (a zip bomb, a pathological PDF) costs a worker, never the server: each
+worker runs with an address-space limit (RLIMIT_AS), a CPU-time limit, a lower priority and a
+death signal tied to the server; each file has a wall-clock limit after which its worker is
+killed. Workers are spawned (never forked from a server holding model threads) on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rag_appliance.errors import (
+    AppError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from rag_appliance.ingest.limits import ParseLimits, too_complex
+from rag_appliance.ingest.parsers import ParsedDocument, parse
+
+if TYPE_CHECKING:
+    from pebble import ProcessPool
+
+    from rag_appliance.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+# Files per worker before it is replaced: a parser's leaks and fragmentation do not pile up.
+_TASKS_PER_WORKER = 50
+_NICENESS = 5  # parsing yields the CPU to the event loop and the embedding thread
+_PR_SET_PDEATHSIG = 1
+# The errors a worker may report, by name (exceptions with keyword fields do not pickle whole).
+_ERRORS: dict[str, type[AppError]] = {
+    cls.__name__: cls for cls in (InvalidRequest, PayloadTooLarge, UnsupportedMediaType)
+}
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A worker's AppError as plain values."""
+
+    kind: str
+    message: str
+    code: str | None
+    param: str | None
+
+
+class ParseSandbox:
+    """A lazily started pool of parse workers; `parse` awaits one file's text."""
+
+    def __init__(self, limits: ParseLimits, workers: int, timeout_s: float, memory_mb: int):
+        self.limits = limits
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
+        self._pool: ProcessPool | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: IngestSettings) -> ParseSandbox:
+        """The sandbox sized by `ingest.parse_*`."""
+        return cls(
+            ParseLimits.from_settings(settings),
+            settings.parse_workers,
+            settings.parse_timeout_s,
+            settings.parse_memory_mb,
+        )
+
+    async def parse(
+        self, data: bytes, filename: str | None, media_type: str | None
+    ) -> ParsedDocument:
+        """One file's text, parsed in a worker; AppErrors (4xx) for bad or too costly files.
+
+        Cancelling the caller (a client gone, a server stopping) kills the file's worker.
+        """
+        future = self._schedule(data, filename, media_type)
+        try:
+            result = await asyncio.wrap_future(future)
+        except concurrent.futures.TimeoutError:
+            raise PayloadTooLarge(
+                f"the file took longer than {self.timeout_s:g}s to parse "
+                "(ingest.parse_timeout_s); it was stopped",
+                code="parse_timeout",
+            ) from None
+        except concurrent.futures.CancelledError:
+            if self._closed:
+                raise ServiceUnavailable("the server is stopping") from None
+            raise
+        except (MemoryError, _expired()) as exc:
+            log.info("parse worker for %r ended: %s: %s", filename, type(exc).__name__, exc)
+            raise too_complex(
+                f"the file needs more than the parse limits allow ({self.memory_mb} MiB, "
+                f"{self.timeout_s:g}s: ingest.parse_memory_mb, ingest.parse_timeout_s)"
+            ) from None
+        if isinstance(result, _Failure):
+            raise _ERRORS[result.kind](result.message, code=result.code, param=result.param)
+        return result
+
+    def close(self) -> None:
+        """Stop the workers (a parse in progress is killed); idempotent."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()  # type: ignore[no-untyped-call]
+            pool.join(timeout=5)
+
+    def _schedule(
+        self, data: bytes, filename: str | None, media_type: str | None
+    ) -> concurrent.futures.Future[ParsedDocument | _Failure]:
+        with self._lock:
+            if self._closed:
+                raise ServiceUnavailable("the server is stopping")
+            if self._pool is None:
+                self._pool = self._start()
+            return self._pool.schedule(
+                run_parse, (data, filename, media_type, self.limits), timeout=self.timeout_s
+            )
+
+    def _start(self) -> ProcessPool:
+        import multiprocessing
+
+        from pebble import ProcessPool
+
+        # Each worker may use a file's time limit in CPU on every file it parses, and no more.
+        cpu_s = math.ceil(self.timeout_s) * _TASKS_PER_WORKER + 5
+        return ProcessPool(
+            max_workers=self.workers,
+            max_tasks=_TASKS_PER_WORKER,
+            initializer=limit_worker,
+            initargs=(self.memory_mb * 1024 * 1024, cpu_s),
+            context=multiprocessing.get_context("spawn"),
+        )
+
+
+def _expired() -> type[Exception]:
+    from pebble import ProcessExpired
+
+    return ProcessExpired
+
+
+def limit_worker(address_space: int, cpu_s: int) -> None:
+    """Worker start: memory and CPU limits, a lower priority, and death with the server."""
+    import os
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
+    os.nice(_NICENESS)
+    try:  # Linux: a server killed by SIGKILL takes its workers with it
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def run_parse(
+    data: bytes, filename: str | None, media_type: str | None, limits: ParseLimits
+) -> ParsedDocument | _Failure:
+    """In a worker: parse one file; its AppError as plain values."""
+    try:
+        return parse(data, filename, media_type, limits)
+    except AppError as exc:
+        return _failure(exc)
+
+
+def _failure(exc: AppError) -> _Failure:
+    kind = type(exc).__name__ if type(exc).__name__ in _ERRORS else InvalidRequest.__name__
+    return _Failure(kind, exc.message, exc.code, exc.param)
