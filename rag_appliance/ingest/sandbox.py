@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rag_appliance.errors import (
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # Files per worker before it is replaced: a parser's leaks and fragmentation do not pile up.
 _TASKS_PER_WORKER = 50
 _NICENESS = 5  # parsing yields the CPU to the event loop and the embedding thread
+# A parse error with the peak this close to the memory limit was a failed allocation.
+_CEILING = 0.95
 _PR_SET_PDEATHSIG = 1
 # The errors a worker may report, by name (exceptions with keyword fields do not pickle whole).
 _ERRORS: dict[str, type[AppError]] = {
@@ -170,10 +173,34 @@ def run_parse(
     data: bytes, filename: str | None, media_type: str | None, limits: ParseLimits
 ) -> ParsedDocument | _Failure:
     """In a worker: parse one file; its AppError as plain values."""
+    before = _peak_share()
     try:
         return parse(data, filename, media_type, limits)
     except AppError as exc:
+        # libxml2 and others report a failed allocation as a parse error ("unknown error"):
+        # a parse that drove the worker to its address-space limit ran out of memory.
+        if exc.code == "unreadable_file" and before < _CEILING <= _peak_share():
+            exc = too_complex(
+                "the file needs more memory to parse than the limit allows (ingest.parse_memory_mb)"
+            )
         return _failure(exc)
+
+
+def _peak_share() -> float:
+    """The worker's peak virtual memory as a share of its limit (0 without either)."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # pragma: no cover - not Linux
+        return 0.0
+    peak = next(
+        (line.split()[1] for line in status.splitlines() if line.startswith("VmPeak:")), None
+    )
+    if peak is None or limit <= 0:
+        return 0.0
+    return int(peak) * 1024 / limit
 
 
 def _failure(exc: AppError) -> _Failure:
