@@ -1,10 +1,13 @@
-"""Build fine-tuning pairs from Python's standard library that share nothing with a test set.
+"""Build fine-tuning pairs from Python docstrings that share nothing with a test set.
 
 Each documented entry gives one pair: query = its docstring's one-line summary, positive = the
 rest of the docstring with the qualified name in front (the text the index embeds with
-contextual chunks on). Entries relevant to a query of the test set (by default
-tests/data/beir-pystdlib), and summaries equal or close to one of its queries, are left out, so
-that no test query and no test answer is ever trained on.
+contextual chunks on). The entries come from the standard library and, with --library, from
+installed third-party packages (more, and more varied, pairs of the same kind). Entries
+relevant to a query of the test set (by default tests/data/beir-pystdlib), texts equal to one of
+those, and summaries equal or close to one of its queries are left out, so that no test
+query and no test answer is ever trained on. With --no-own-name (as the test set does) a
+summary that names its own entry is left out: the title alone would answer it.
 """
 
 from __future__ import annotations
@@ -15,29 +18,61 @@ import random
 import re
 import sys
 import sysconfig
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from build_beir_set import _norm
-from build_pystdlib_set import Entry, document_of, load_entries, split_summary
+from build_pystdlib_set import (
+    Entry,
+    document_of,
+    entries_of,
+    find_modules,
+    load_entries,
+    split_summary,
+)
 
 SEED = 20_261_214
 _WORD = re.compile(r"\w+")
 _SIGNATURE = re.compile(r"^[\w.]+\(.*\)(\s*->.*)?$")
+# Third-party packages read with --library: general-purpose, documented in prose; their own
+# tests and vendored copies (private `_vendor` folders are skipped anyway) are left out.
+LIBRARY_EXCLUDE = ("tests", "test", "testing", "conftest", "benchmarks", "examples")
 
 
-def test_exclusions(folder: Path) -> tuple[set[str], list[set[str]]]:
-    """The test set's relevant document ids and its queries' word sets."""
+def library_entries(site: Path, packages: Sequence[str]) -> list[Entry]:
+    """The documented public entries of installed packages, named `package.module...`."""
+    out: dict[str, Entry] = {}
+    for package in packages:
+        root = site / package
+        if not (root / "__init__.py").is_file():
+            print(f"skipped {package}: not a package under {site}", file=sys.stderr)
+            continue
+        for module, path in find_modules(root, LIBRARY_EXCLUDE):
+            name = f"{package}.{module}" if module else package
+            for entry in entries_of(name, path, path.relative_to(site).as_posix()):
+                out.setdefault(entry.id, entry)
+    return sorted(out.values(), key=lambda e: e.id)
+
+
+def test_exclusions(folder: Path) -> tuple[set[str], list[set[str]], set[str]]:
+    """The test set's relevant document ids, its queries' word sets and those documents' texts."""
     relevant: set[str] = set()
     for line in (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         if line.strip():
             relevant.add(line.split("\t")[1])
+    docs = [
+        json.loads(line)
+        for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    texts = {_norm(d["text"]) for d in docs if d["_id"] in relevant}
     queries = [
         set(_norm(json.loads(line)["text"]).split())
         for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    return relevant, queries
+    return relevant, queries, texts
 
 
 def _close(words: set[str], queries: Sequence[set[str]], bar: float) -> bool:
@@ -56,10 +91,18 @@ def build_pairs(
     min_words: int = 3,
     max_words: int = 16,
     jaccard: float = 0.6,
+    own_name: bool = True,
+    per_package: int | None = None,
 ) -> tuple[list[dict[str, str]], dict[str, int]]:
     """Sampled pairs and the counts of what was left out and why."""
-    relevant, test_queries = test_exclusions(test_folder)
-    counts = {"entries": 0, "no_pair": 0, "test_document": 0, "close_to_test_query": 0}
+    relevant, test_queries, test_texts = test_exclusions(test_folder)
+    counts = {
+        "entries": 0,
+        "no_pair": 0,
+        "own_name": 0,
+        "test_document": 0,
+        "close_to_test_query": 0,
+    }
     seen_queries: set[str] = set()
     seen_texts: set[str] = set()
     pairs: list[dict[str, str]] = []
@@ -73,8 +116,13 @@ def build_pairs(
         if text is None or bad or not min_words <= len(words) <= max_words:
             counts["no_pair"] += 1
             continue
-        if entry.id in relevant or text in seen_texts:
-            counts["test_document" if entry.id in relevant else "no_pair"] += 1
+        if not own_name and {p.lower() for p in entry.id.split(".")} & set(words):
+            counts["own_name"] += 1
+            continue
+        # By text too: a third-party copy of a standard-library docstring is a test answer.
+        test_doc = entry.id in relevant or _norm(text) in test_texts
+        if test_doc or text in seen_texts:
+            counts["test_document" if test_doc else "no_pair"] += 1
             continue
         if _close(set(words), test_queries, jaccard):
             counts["close_to_test_query"] += 1
@@ -87,8 +135,17 @@ def build_pairs(
         seen_texts.add(text)
         pairs.append({"query": query, "positive": f"{entry.id}\n\n{text}"})
     rng = random.Random(seed)
-    chosen = rng.sample(pairs, min(n_pairs, len(pairs)))
     counts["eligible"] = len(pairs)
+    if per_package is not None:
+        # A few big packages (sympy, transformers) would otherwise make most of the pairs.
+        shuffled, taken, pairs = rng.sample(pairs, len(pairs)), Counter[str](), []
+        for pair in shuffled:
+            package = pair["positive"].split(".", 1)[0].split("\n", 1)[0]
+            taken[package] += 1
+            if taken[package] <= per_package:
+                pairs.append(pair)
+        counts["per_package_cap"] = counts["eligible"] - len(pairs)
+    chosen = rng.sample(pairs, min(n_pairs, len(pairs)))
     counts["written"] = len(chosen)
     return chosen, counts
 
@@ -103,8 +160,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pairs", type=int, default=2000, help="most pairs written")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument(
+        "--library", nargs="*", default=[], help="installed packages to read as well"
+    )
+    parser.add_argument(
+        "--site", type=Path, default=Path(sysconfig.get_paths()["purelib"]), help="their folder"
+    )
+    parser.add_argument(
+        "--no-own-name", action="store_true", help="leave out summaries naming their entry"
+    )
+    parser.add_argument("--per-package", type=int, help="most pairs from one top-level package")
     args = parser.parse_args(argv)
-    pairs, counts = build_pairs(load_entries(args.stdlib), args.test, n_pairs=args.pairs)
+    entries = load_entries(args.stdlib) + library_entries(args.site, args.library)
+    pairs, counts = build_pairs(
+        entries,
+        args.test,
+        n_pairs=args.pairs,
+        seed=args.seed,
+        own_name=not args.no_own_name,
+        per_package=args.per_package,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8"

@@ -1,13 +1,15 @@
 """Memory of a large text upload: peak RSS of the server's process tree above idle.
 
-    python bench/upload_memory.py [--mb 40] [--baseline-mb 4]
+    python bench/upload_memory.py [--mb 40] [--baseline-mb 4] [--tuned-heap]
 
 For each size (the baseline first), a fresh appliance (`rag-appliance serve`, generation and UI
 off, its own data dir) is started; its process tree's RSS (server plus parse workers) is read
 at idle, then sampled with psutil every 50 ms while one .txt file of that size, built from the
 man-page and Python-docs corpora in tests/data, is uploaded to /v1/index/upload and indexed.
 Printed: MB above idle for each size, their ratio, the time and chunks; the raw figures go to
-bench/results/upload-memory-<date>.json.
+bench/results/upload-memory-<date>.json. `--tuned-heap` starts the servers with glibc's mmap
+threshold fixed at 1 MiB and two arenas (the environment form of `rag_appliance.ingest.heap.tune`),
+to compare with a run without it.
 """
 
 from __future__ import annotations
@@ -87,10 +89,14 @@ class PeakSampler:
             self._stop.wait(SAMPLE_S)
 
 
-def measure(size_mb: float, data_dir: Path) -> dict[str, Any]:
+# glibc's tunables as environment variables: what heap.tune() sets with mallopt.
+TUNED_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024), "MALLOC_ARENA_MAX": "2"}
+
+
+def measure(size_mb: float, data_dir: Path, tuned_heap: bool = False) -> dict[str, Any]:
     """One fresh server, idle RSS, then the peak during one upload of `size_mb` MB of text."""
     data = corpus_text(int(size_mb * MB))
-    env = {**EMBEDDINGS_ONLY, "RAG_DATA_DIR": str(data_dir)}
+    env = {**EMBEDDINGS_ONLY, "RAG_DATA_DIR": str(data_dir), **(TUNED_HEAP if tuned_heap else {})}
     server = launch(appliance_spec(f"upload-memory-{size_mb:g}mb"), env=env)
     try:
         ensure_ready(server)
@@ -128,13 +134,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=float, default=40.0, help="the large upload, in MB")
     parser.add_argument("--baseline-mb", type=float, default=4.0, help="the baseline upload")
+    parser.add_argument(
+        "--tuned-heap", action="store_true", help="servers with a fixed mmap threshold, 2 arenas"
+    )
     parser.add_argument("--out", help="JSON path (default bench/results/upload-memory-<date>)")
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="upload-memory-") as tmp:
         for label, size in (("baseline", args.baseline_mb), ("large", args.mb)):
-            runs[label] = measure(size, Path(tmp) / label)
+            runs[label] = measure(size, Path(tmp) / label, args.tuned_heap)
             log(f"{label}: {runs[label]}")
     base, large = runs["baseline"], runs["large"]
     summary = {
@@ -142,6 +151,7 @@ def main() -> None:
         "seconds_ratio": ratio(large["seconds"], base["seconds"], 2),
         "size_ratio": ratio(large["upload_mb"], base["upload_mb"], 2),
         "large_under_goal": large["above_idle_mb"] < GOAL_MB,
+        "tuned_heap": args.tuned_heap,
     }
     rows = [
         [label, f"{r['upload_mb']:.1f}", f"{r['chunks']:,}", f"{r['seconds']:.1f}",

@@ -27,10 +27,12 @@ from rag_appliance.api import (
 from rag_appliance.api.deps import json_response, require_api_key
 from rag_appliance.auth.keys import KeyRing
 from rag_appliance.auth.middleware import AuthMiddleware, FailureThrottle
+from rag_appliance.batches import router as batches
 from rag_appliance.chat import router as chat
 from rag_appliance.completions import router as completions
 from rag_appliance.errors import AppError, error_body, status_type
 from rag_appliance.feedback import router as feedback
+from rag_appliance.jobs import router as jobs
 from rag_appliance.middleware import (
     BodyLimitMiddleware,
     CrossOriginMiddleware,
@@ -70,6 +72,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         max_bytes=settings.server.max_body_bytes,
         overrides={
             "/v1/index/upload": settings.ingest.max_upload_bytes,
+            "/v1/files": settings.batch.max_file_bytes + 64 * 1024,  # + the multipart framing
+            "/v1/index/jobs": settings.jobs.max_job_bytes,  # JSON jobs: jobs.max_json_bytes
             "/ui/gradio_api/upload": settings.ingest.max_upload_bytes,  # the web UI's uploads
         },
     )
@@ -105,6 +109,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     for module in (embeddings, chat, completions, rerank, models, index, search, collections):
         app.include_router(module.router, dependencies=protected)
     app.include_router(feedback.router, dependencies=protected)
+    app.include_router(batches.router, dependencies=protected)
+    app.include_router(jobs.router, dependencies=protected)
     app.include_router(health.router)
     app.include_router(metrics.router)
     _install_error_handlers(app)

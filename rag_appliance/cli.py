@@ -1,4 +1,7 @@
-"""Command line: rag-appliance serve | index | search | upgrade-sparse | eval | migrate."""
+"""Command line: rag-appliance serve | index | search | upgrade-sparse | eval | migrate.
+
+index, search and eval run in-process, or against a running server with --server URL.
+"""
 
 from __future__ import annotations
 
@@ -27,19 +30,40 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("RAG_CONFIG"),
         help="YAML profile (default: $RAG_CONFIG, else the built-in CPU profile)",
     )
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server",
+        metavar="URL",
+        help="run against this running appliance over HTTP (e.g. http://127.0.0.1:8000) instead "
+        "of in-process; nothing needs stopping",
+    )
+    remote.add_argument(
+        "--api-key", default=None, help="the server's API key with --server (default: $RAG_API_KEY)"
+    )
+    remote.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="with --server: retries of a call on connect errors, 429 and 503, with backoff",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", parents=[common], help="serve the HTTP API")
     serve.add_argument("--host", help="interface to bind (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to bind (overrides server.port)")
 
     index = sub.add_parser(
-        "index", parents=[common], help="index files and folders (in-process, not over HTTP)"
+        "index",
+        parents=[common, remote],
+        help="index files and folders (in-process, or through a server with --server)",
     )
     index.add_argument("paths", nargs="+", help="files or folders (recursive)")
     index.add_argument("--collection", required=True, help="target collection")
     index.add_argument("--metadata", default="{}", help="JSON object stored with every file")
+    index.add_argument(
+        "--workers", type=int, default=4, help="parallel uploads with --server (default 4)"
+    )
 
-    search = sub.add_parser("search", parents=[common], help="search a collection")
+    search = sub.add_parser("search", parents=[common, remote], help="search a collection")
     search.add_argument("query", help="the search text")
     search.add_argument("--collection", required=True, help="collection to search")
     search.add_argument("--top-k", type=int, default=5, help="hits to show")
@@ -53,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--collection", required=True, help="collection to upgrade")
 
     evaluate = sub.add_parser(
-        "eval", parents=[common], help="index a BEIR dataset and print retrieval metrics"
+        "eval",
+        parents=[common, remote],
+        help="index a BEIR dataset and print retrieval metrics",
     )
     evaluate.add_argument("--dataset", required=True, type=Path, help="BEIR-format folder")
     evaluate.add_argument("--collection", required=True, help="collection to index into")
@@ -153,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if getattr(args, "server", None):
+        return _remote_main(args)
     try:
         settings = _settings(args)
         logging.basicConfig(
@@ -168,6 +196,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AppError as exc:
         print(f"rag-appliance: {exc.message}", file=sys.stderr)
         return 1
+
+
+def _remote_main(args: argparse.Namespace) -> int:
+    """index / search / eval over HTTP: no settings, models or store loaded here."""
+    try:
+        return asyncio.run(_remote(args))
+    except SettingsError as exc:
+        print(f"rag-appliance: {exc}", file=sys.stderr)
+        return 2
+    except AppError as exc:
+        print(f"rag-appliance: {exc.message}", file=sys.stderr)
+        return 1
+
+
+async def _remote(args: argparse.Namespace) -> int:
+    from rag_appliance.remote import commands
+    from rag_appliance.remote.client import api_key
+
+    key = api_key(args.api_key)
+    if args.retries < 0:
+        raise SettingsError("--retries must be 0 or more")
+    remote = commands.Remote(args.server, key, args.retries + 1)
+    if args.command == "index":
+        if args.workers < 1:
+            raise SettingsError("--workers must be at least 1")
+        meta = _json_arg(args.metadata, "metadata") or {}
+        return await commands.index_command(remote, args.paths, args.collection, meta, args.workers)
+    if args.command == "search":
+        flt = _json_arg(args.filter, "filter")
+        return await commands.search_command(remote, args.query, args.collection, args.top_k, flt)
+    if args.exact or args.model or args.mode:
+        raise SettingsError("eval --server takes no --exact, --model or --mode (in-process only)")
+    return await commands.eval_command(remote, args.dataset, args.collection, args.k, args.json)
 
 
 def _settings(args: argparse.Namespace) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rag_appliance.remote.walk import WalkedFile, walk
 from rag_appliance.services import Services, build_services
 from rag_appliance.settings import Settings
 
@@ -22,37 +23,23 @@ _FILES_PER_STEP = 32
 @asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Services]:
     """Load the models and store, start the engine, and stop it afterwards."""
-    services = await asyncio.to_thread(build_services, settings)
+    from rag_appliance.errors import ServiceUnavailable
+
+    try:
+        services = await asyncio.to_thread(build_services, settings)
+    except ServiceUnavailable as exc:
+        if "in use by another process" not in exc.message:
+            raise
+        # A server holds the data dir: index, search and eval can go through it instead.
+        raise ServiceUnavailable(
+            f"{exc.message} (a running server?): stop it, or run index, search or eval "
+            "against it with --server URL, e.g. --server http://127.0.0.1:8000"
+        ) from None
     await services.start()
     try:
         yield services
     finally:
         await services.stop()
-
-
-@dataclass(frozen=True)
-class _File:
-    path: Path
-    name: str  # the name index_files gets: the path relative to the folder given
-
-
-def walk(paths: Sequence[str]) -> tuple[list[_File], list[str]]:
-    """Files to index (folders recursively, supported types only) and paths that do not exist."""
-    from rag_appliance.ingest.parsers import SUPPORTED_EXTENSIONS
-
-    files: list[_File] = []
-    missing: list[str] = []
-    for raw in paths:
-        root = Path(raw)
-        if root.is_file():
-            files.append(_File(root, root.name))
-        elif root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                if path.suffix.lower() in SUPPORTED_EXTENSIONS:
-                    files.append(_File(path, path.relative_to(root).as_posix()))
-        else:
-            missing.append(raw)
-    return files, missing
 
 
 async def index_command(
@@ -61,47 +48,67 @@ async def index_command(
     """Index files and folders; exit code 1 when any file failed."""
     from tqdm import tqdm
 
-    from rag_appliance.ingest.files import FileBlob, index_files
-
     files, missing = walk(paths)
     for raw in missing:
         print(f"error: {raw}: no such file or directory", file=sys.stderr)
-    failed = len(missing)
-    indexed = unchanged = chunks = 0
+    counts = _Counts(failed=len(missing))
     started = time.perf_counter()
     async with running(settings) as services:
         pipeline = services.require_pipeline()
-        bar = tqdm(total=len(files), unit="file", desc=f"indexing into {collection}")
-        for step in _steps(files):
-            read: list[tuple[_File, FileBlob]] = []
-            for item in step:
-                try:
-                    data = await asyncio.to_thread(item.path.read_bytes)
-                except OSError as exc:
-                    failed += 1
-                    tqdm.write(f"error: {item.path}: {exc.strerror or exc}", file=sys.stderr)
-                    continue
-                read.append((item, FileBlob(item.name, data)))
-            outcomes = await index_files(pipeline, collection, [b for _, b in read], metadata)
-            for (item, _), outcome in zip(read, outcomes, strict=True):
-                if outcome.error is not None:
-                    failed += 1
-                    tqdm.write(f"error: {item.path}: {outcome.error.message}", file=sys.stderr)
-                    continue
-                chunks += outcome.chunks
-                indexed += outcome.status == "indexed"
-                unchanged += outcome.status == "unchanged"
-            bar.update(len(step))
-        bar.close()
+        with tqdm(total=len(files), unit="file", desc=f"indexing into {collection}") as bar:
+            # Steps one after another: a kill leaves whole earlier steps for a re-run to skip.
+            for step in _steps(files):
+                await _index_step(pipeline, collection, metadata, step, counts)
+                bar.update(len(step))
     seconds = time.perf_counter() - started
     print(
-        f"{indexed} indexed, {unchanged} unchanged, {failed} failed; {chunks} chunks "
-        f"in {seconds:.1f}s into collection '{collection}'"
+        f"{counts.indexed} indexed, {counts.unchanged} unchanged, {counts.failed} failed; "
+        f"{counts.chunks} chunks in {seconds:.1f}s into collection '{collection}'"
     )
-    return 1 if failed else 0
+    return 1 if counts.failed else 0
 
 
-def _steps(files: list[_File]) -> Iterator[list[_File]]:
+@dataclass
+class _Counts:
+    failed: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    chunks: int = 0
+
+
+async def _index_step(
+    pipeline: Any,
+    collection: str,
+    metadata: dict[str, Any],
+    step: list[WalkedFile],
+    counts: _Counts,
+) -> None:
+    """Read and index one step's files, counting each outcome."""
+    from tqdm import tqdm
+
+    from rag_appliance.ingest.files import FileBlob, index_files
+
+    read: list[tuple[WalkedFile, FileBlob]] = []
+    for item in step:
+        try:
+            data = await asyncio.to_thread(item.path.read_bytes)
+        except OSError as exc:
+            counts.failed += 1
+            tqdm.write(f"error: {item.path}: {exc.strerror or exc}", file=sys.stderr)
+            continue
+        read.append((item, FileBlob(item.name, data)))
+    outcomes = await index_files(pipeline, collection, [b for _, b in read], metadata)
+    for (item, _), outcome in zip(read, outcomes, strict=True):
+        if outcome.error is not None:
+            counts.failed += 1
+            tqdm.write(f"error: {item.path}: {outcome.error.message}", file=sys.stderr)
+            continue
+        counts.chunks += outcome.chunks
+        counts.indexed += outcome.status == "indexed"
+        counts.unchanged += outcome.status == "unchanged"
+
+
+def _steps(files: list[WalkedFile]) -> Iterator[list[WalkedFile]]:
     for start in range(0, len(files), _FILES_PER_STEP):
         yield files[start : start + _FILES_PER_STEP]
 
@@ -162,6 +169,7 @@ async def eval_command(
     from tqdm import tqdm
 
     from rag_appliance.ingest.pipeline import Document
+    from rag_appliance.remote.eval import print_rows
     from rag_appliance.retrieval.compare import compare
     from rag_appliance.retrieval.evaluation import load_beir
 
@@ -191,15 +199,7 @@ async def eval_command(
         )
     judged = sum(1 for q in data.qrels if q in data.queries)
     print(f"{len(data.corpus)} documents, {judged} judged queries, collection '{collection}'")
-    names = next((list(r.metrics) for r in rows if r.metrics), [])
-    print(f"{'':<22}" + "".join(f"{n:>12}" for n in names))
-    for row in rows:
-        cells = (
-            "".join(f"{100 * row.metrics[n]:>12.2f}" for n in names)
-            if row.metrics
-            else f"  ({row.note})"
-        )
-        print(f"{row.label:<22}{cells}")
+    print_rows(rows)
     result = {
         "dataset": str(dataset),
         "documents": len(data.corpus),

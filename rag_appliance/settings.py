@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from rag_appliance.auth.keys import ApiKeySpec, check_key
 from rag_appliance.errors import SettingsError
+from rag_appliance.jobs.settings import JobsSettings
 from rag_appliance.settings_engines import (
     Dtype,
     EmbeddingSettings,
@@ -30,11 +31,13 @@ from rag_appliance.settings_engines import (
 )
 
 __all__ = [
+    "BatchSettings",
     "Bm25Settings",
     "Dtype",
     "EmbeddingSettings",
     "GenerationSettings",
     "IngestSettings",
+    "JobsSettings",
     "RagSettings",
     "RerankSettings",
     "SearchLogSettings",
@@ -147,6 +150,52 @@ class StoreSettings(Section):
         ge=0,
         description="Embedded store: points in a segment before Qdrant builds its HNSW index "
         "(below it, search is exact).",
+    )
+    quantization: Literal["auto", "int8", "none"] = Field(
+        "auto",
+        description="Embedded store: int8 scalar quantization of the dense vectors (a copy a "
+        "quarter the size, kept in RAM, searched first and rescored with the originals; RAM "
+        "falls with on_disk_vectors). 'auto': from a collection's first "
+        "index build at `quantization_threshold` points or more; 'int8': always; 'none': never "
+        "for collections not yet quantized (a quantized one stays so).",
+    )
+    quantization_threshold: int = Field(
+        500_000,
+        ge=0,
+        description="Embedded store: points from which a collection is large (int8 with "
+        "quantization 'auto', and the large HNSW build parameters).",
+    )
+    quantization_oversampling: float = Field(
+        2.0,
+        ge=1.0,
+        le=16.0,
+        description="Embedded store: candidates scored with int8 per result, re-scored with the "
+        "original vectors.",
+    )
+    on_disk_vectors: bool = Field(
+        False,
+        description="Embedded store: keep the original dense vectors in memory-mapped files "
+        "read on demand (with int8, the quantized copy stays in RAM) instead of in RAM.",
+    )
+    hnsw_m: int | None = Field(
+        None,
+        ge=4,
+        le=128,
+        description="Embedded store: HNSW edges per node at index builds (default by size: 16).",
+    )
+    hnsw_ef_construct: int | None = Field(
+        None,
+        ge=4,
+        le=1000,
+        description="Embedded store: HNSW build candidates (default by size: 100, 128 for a "
+        "large collection).",
+    )
+    hnsw_ef: int | None = Field(
+        None,
+        ge=4,
+        le=10_000,
+        description="Embedded store: HNSW search candidates, at least the limit (default by "
+        "size: 64 below 100k points, 100 below 500k, 128 from there).",
     )
     pool_size: int = Field(
         8,
@@ -307,6 +356,38 @@ class SearchLogSettings(Section):
     )
 
 
+class BatchSettings(Section):
+    """The OpenAI Batch API for embeddings (docs/batch.md)."""
+
+    enabled: bool = Field(
+        True, description="Serve /v1/files and /v1/batches and run batches in the background."
+    )
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024,
+        ge=1024,
+        description="Largest file accepted by POST /v1/files (413 beyond it).",
+    )
+    max_lines: int = Field(
+        50_000, ge=1, description="Most requests (JSONL lines) in one batch input file."
+    )
+    chunk_lines: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Requests a running batch embeds together before it records its progress.",
+    )
+    background_batch_tokens: int = Field(
+        128,
+        ge=16,
+        description="Padded-token budget of a batch's forward pass while interactive requests "
+        "came in the last 5 s (an interactive request arriving mid-pass waits for it); with "
+        "none, batches use the embedding's batch_max_tokens.",
+    )
+    max_errors_listed: int = Field(
+        100, ge=1, description="Invalid lines listed in a batch's `errors` (all: its error file)."
+    )
+
+
 class Settings(BaseSettings):
     """The whole appliance configuration."""
 
@@ -333,6 +414,12 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings, description="Retrieve-then-generate.")
     search_log: SearchLogSettings = Field(
         default_factory=SearchLogSettings, description="Opt-in search log and feedback."
+    )
+    batch: BatchSettings = Field(
+        default_factory=BatchSettings, description="The Batch API for embeddings."
+    )
+    jobs: JobsSettings = Field(
+        default_factory=JobsSettings, description="Background indexing jobs (docs/jobs.md)."
     )
     data_dir: Path = Field(Path("data"), description="Where the appliance keeps its state.")
 

@@ -1,9 +1,14 @@
-"""Dynamic micro-batcher: many requests -> length-sorted, token-budgeted forward passes."""
+"""Dynamic micro-batcher: many requests -> length-sorted, token-budgeted forward passes.
+
+Interactive requests share passes and face admission (429); batch jobs use the background lane,
+which only fills a pass when no interactive item is queued (docs/batch.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import math
 import time
@@ -26,6 +31,16 @@ _PREFETCH = 2
 # long enough to sort well, short enough that nothing waits more than a round.
 _ROUND_BUDGETS = 8
 
+# Background passes stay small for this long after the last interactive request; with none
+# that recent (nobody waiting on the engine), they use the full budget.
+_RECENT_INTERACTIVE_S = 5.0
+
+# Work submitted while this is set (batch jobs) takes the background lane: it runs only when no
+# interactive work is queued, one batch at a time, and never counts against admission.
+background_lane: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "rag_background_lane", default=False
+)
+
 
 @dataclass
 class BatcherStats:
@@ -42,6 +57,8 @@ class BatcherStats:
     queued_tokens: int = 0
     # Real tokens encoded per second of forward pass, a moving average (0: not measured yet).
     tokens_per_s: float = 0.0
+    # The background lane's queue (batch jobs); not part of queued_* nor of admission.
+    background_items: int = 0
 
     def expected_wait(self) -> float:
         """Seconds the queued work takes at the measured rate (0 before the first pass)."""
@@ -63,6 +80,7 @@ class _Request:
     admitted: float = 0.0  # perf_counter() when queued
     out: np.ndarray | None = None
     remaining: int = 0
+    background: bool = False
 
     def alive(self) -> bool:
         return not self.future.done()
@@ -99,6 +117,9 @@ class MicroBatcher:
         self._retry_after = retry_after_s
         self._max_wait = max_queue_wait_s
         self._pending: collections.deque[_Item] = collections.deque()
+        self._background: collections.deque[_Item] = collections.deque()
+        self._bg_inflight = 0  # background batches handed to the thread (at most one)
+        self._bg_tasks: set[asyncio.Task[None]] = set()
         self._round: list[list[_Item]] = []  # cut into batches, not yet handed to the thread
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(_PREFETCH)
@@ -109,6 +130,10 @@ class MicroBatcher:
         self.stats = BatcherStats()
         # Set by the owner (Services) to collect histograms; None costs nothing per batch.
         self.observer: BatchObserver | None = None
+        # Padded-token budget of a background pass (set by the owner from batch settings):
+        # interactive work that arrives during one waits for at most this much.
+        self.background_max_tokens = max_tokens
+        self._last_interactive = -math.inf  # time.monotonic() of the last interactive submit
 
     async def start(self) -> None:
         """Start the scheduling task on the running loop."""
@@ -125,15 +150,26 @@ class MicroBatcher:
         self._fail_pending(ServiceUnavailable("the embedding engine is shutting down"))
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    async def embed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    async def embed(
+        self, sequences: Sequence[Sequence[int]], *, background: bool | None = None
+    ) -> np.ndarray:
         """Encode finalized token-id sequences; rows come back in input order."""
-        return await self.submit(sequences)
+        return await self.submit(sequences, background=background)
 
-    def submit(self, sequences: Sequence[Sequence[int]]) -> asyncio.Future[np.ndarray]:
-        """Queue sequences now (on the loop's thread); the future resolves to their rows."""
+    def submit(
+        self, sequences: Sequence[Sequence[int]], *, background: bool | None = None
+    ) -> asyncio.Future[np.ndarray]:
+        """Queue sequences now (on the loop's thread); the future resolves to their rows.
+
+        `background` (default: the `background_lane` context) queues them behind every
+        interactive request, without admission checks: the caller bounds what it submits.
+        """
         if self._task is None:
             raise ServiceUnavailable("the embedding engine is not running")
         n = len(sequences)
+        if background_lane.get() if background is None else background:
+            return self._submit_background(sequences)
+        self._last_interactive = time.monotonic()
         # An empty queue admits any request, so a big one is never refused forever.
         if self.stats.queued_items and self.stats.queued_items + n > self._queue_max:
             self.stats.rejected += 1
@@ -161,18 +197,43 @@ class MicroBatcher:
         self._wakeup.set()
         return request.future
 
+    def _submit_background(self, sequences: Sequence[Sequence[int]]) -> asyncio.Future[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        n = len(sequences)
+        request = _Request(
+            size=n,
+            future=loop.create_future(),
+            admitted=time.perf_counter(),
+            remaining=n,
+            background=True,
+        )
+        self._background.extend(_Item(request, i, seq) for i, seq in enumerate(sequences))
+        self.stats.background_items += n
+        self._wakeup.set()
+        return request.future
+
+    def _background_ready(self) -> bool:
+        return bool(self._background) and self._bg_inflight == 0 and not self._pending
+
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._pending or self._round:
+            while self._pending or self._round or self._background_ready():
                 try:
                     if not self._round:
-                        self._round = self._cut(self._take_round())
+                        if self._pending:
+                            self._round = self._cut(self._take_round())
+                        else:
+                            self._round = self._take_background()
                         continue
                     await self._slots.acquire()
-                    task = asyncio.create_task(self._run_batch(self._round.pop(0)))
+                    batch = self._round.pop(0)
+                    task = asyncio.create_task(self._run_batch(batch))
                     self._inflight.add(task)
+                    if batch[0].request.background:
+                        self._bg_inflight += 1
+                        self._bg_tasks.add(task)
                     task.add_done_callback(self._batch_done)
                 except asyncio.CancelledError:
                     raise
@@ -183,6 +244,34 @@ class MicroBatcher:
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slots.release()
+        if task in self._bg_tasks:
+            self._bg_tasks.discard(task)
+            self._bg_inflight -= 1
+            if self._background:
+                self._wakeup.set()  # the next background batch, if nothing interactive waits
+
+    def _take_background(self) -> list[list[_Item]]:
+        """One background batch: the window is sorted and cut, the rest goes back in front."""
+        limit = self._max_tokens
+        if time.monotonic() - self._last_interactive < _RECENT_INTERACTIVE_S:
+            limit = max(2, min(self.background_max_tokens, self._max_tokens))
+        budget = limit * _ROUND_BUDGETS
+        window: list[_Item] = []
+        used = 0
+        while self._background and (not window or used + self._background[0].length <= budget):
+            item = self._background.popleft()
+            self.stats.background_items -= 1
+            if item.request.alive():
+                window.append(item)
+                used += item.length
+        if not window:
+            return []
+        first, *rest = self._cut(window, limit)
+        for item in reversed([it for batch in rest for it in batch]):
+            self._background.appendleft(item)
+            self.stats.background_items += 1
+        # Only one background batch at a time: interactive work waits for one batch at most.
+        return [first]
 
     def _take_round(self) -> list[_Item]:
         budget = self._max_tokens * _ROUND_BUDGETS
@@ -198,16 +287,15 @@ class MicroBatcher:
             used += item.length
         return taken
 
-    def _cut(self, items: list[_Item]) -> list[list[_Item]]:
+    def _cut(self, items: list[_Item], max_tokens: int | None = None) -> list[list[_Item]]:
         """Length-sorted batches whose padded size (count x longest) fits the token budget."""
+        budget = max_tokens or self._max_tokens
         items.sort(key=lambda it: it.length)
         batches: list[list[_Item]] = []
         batch: list[_Item] = []
         for item in items:
             # Sorted ascending, so the newest item is the longest of its batch.
-            if batch and (
-                len(batch) >= self._max_size or (len(batch) + 1) * item.length > self._max_tokens
-            ):
+            if batch and (len(batch) >= self._max_size or (len(batch) + 1) * item.length > budget):
                 batches.append(batch)
                 batch = []
             batch.append(item)
@@ -271,13 +359,18 @@ class MicroBatcher:
             self.observer.observe_batch(waits, len(alive), padded, forward_s)
 
     def _dequeued(self, items: Sequence[_Item]) -> None:
-        self.stats.queued_items -= len(items)
-        self.stats.queued_tokens -= sum(it.length for it in items)
+        # Background items were never counted in the admission figures.
+        counted = [it for it in items if not it.request.background]
+        self.stats.queued_items -= len(counted)
+        self.stats.queued_tokens -= sum(it.length for it in counted)
 
     def _fail_pending(self, error: Exception) -> None:
         items = [*self._pending, *(it for batch in self._round for it in batch)]
+        items.extend(self._background)
+        self.stats.background_items -= len(self._background)
         self._pending.clear()
         self._round.clear()
+        self._background.clear()
         self._dequeued(items)
         for item in items:
             if item.request.alive():

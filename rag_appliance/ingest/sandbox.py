@@ -24,6 +24,7 @@ from rag_appliance.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from rag_appliance.ingest import heap
 from rag_appliance.ingest.limits import ParseLimits, too_complex
 from rag_appliance.ingest.parsers import ParsedDocument, parse
 
@@ -156,6 +157,7 @@ def limit_worker(address_space: int, cpu_s: int) -> None:
     import os
     import resource
 
+    heap.tune()  # a large file's copies are unmapped when freed, not kept for the next file
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
     os.nice(_NICENESS)
@@ -184,6 +186,10 @@ def run_parse(
                 "the file needs more memory to parse than the limit allows (ingest.parse_memory_mb)"
             )
         return _failure(exc)
+    finally:
+        # The worker lives on for more files: hand a large parse's freed heap back to the OS
+        # instead of holding its peak until the worker is replaced.
+        heap.trim()
 
 
 def _peak_share() -> float:

@@ -149,6 +149,9 @@ def document(app: FastAPI, settings: Settings) -> dict[str, Any]:
     _closed(schemas)
     _narrowed(schemas)
     _collection_names(spec, schemas)
+    from rag_appliance.jobs.protocol import openapi_schemas
+
+    openapi_schemas(schemas, settings)  # POST /v1/index/jobs's JSON and multipart bodies
     return spec
 
 

@@ -18,7 +18,10 @@ HNSW segments, a builder thread:
 A crash at any step leaves one complete live shard (see edge_layout). The optimizer's
 `indexing_threshold` is set to the same number of points (Qdrant counts it in KB of vectors), so
 Qdrant indexes the segments that reached it and leaves smaller ones exact (~1 ms at 20k x 384).
-`threshold=0` disables HNSW, as a zero indexing threshold does in Qdrant.
+`threshold=0` disables HNSW, as a zero indexing threshold does in Qdrant. The child loads the
+copy with the config edge_config chooses for the collection's size at the snapshot (HNSW m and
+ef_construct, int8 quantization past the threshold), so the optimizer builds with it and
+rewrites segments built with another; live shards are opened keeping what the build chose.
 
 Sparse (BM25) vectors travel with their points through every step: the copy holds them, the
 optimizer rebuilds their inverted index with the segments, and the journal replays upserts with
@@ -30,6 +33,7 @@ on each newly built shard (see `dense_indexed`) and kept in collection.json.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -39,10 +43,12 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import qdrant_edge as qe
 
-from rag_appliance.store import bm25
+from rag_appliance.store import bm25, edge_config
+from rag_appliance.store.edge_config import EdgeTuning
 from rag_appliance.store.edge_layout import EdgeCollection, new_shard_name
 
 log = logging.getLogger(__name__)
@@ -50,10 +56,10 @@ log = logging.getLogger(__name__)
 # Journal entries left when the builder takes the lock for the final replay and swap.
 _SWAP_TAIL = 16
 
-# Run by `python -c` in the index-build child: it imports only qdrant_edge, so it starts fast
-# and does not depend on how this package is installed.
+# Run by `python -c` in the index-build child: it imports only qdrant_edge (and edge_config, by
+# its file path), so it starts fast and does not depend on how this package is installed.
 _BUILD_SCRIPT = """
-import ctypes, os, sys
+import ctypes, importlib.util, json, os, sys
 try:
     ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG=SIGKILL: do not outlive the builder
 except Exception:
@@ -62,35 +68,27 @@ if os.getppid() != int(sys.argv[2]):
     sys.exit(3)
 os.nice(10)
 import qdrant_edge
-shard = qdrant_edge.EdgeShard.load(sys.argv[1])
+config = None
+if len(sys.argv) > 3:  # the build's config: edge_config.spec's JSON, made by edge_config
+    found = importlib.util.spec_from_file_location("edge_config", sys.argv[4])
+    edge_config = sys.modules["edge_config"] = importlib.util.module_from_spec(found)
+    found.loader.exec_module(edge_config)
+    config = edge_config.config(json.loads(sys.argv[3]))
+shard = qdrant_edge.EdgeShard.load(sys.argv[1], config)
 shard.optimize()
 shard.flush()
 shard.close()
 """
 
 
-def shard_config(dimension: int, threshold: int, sparse: bool = False) -> qe.EdgeConfig:
-    """A shard's config, with the BM25 sparse vector if `sparse`; given to load too, so a
-    changed threshold applies."""
-    # Qdrant's threshold is KB of vector data per segment (4 bytes per float32 component);
-    # rounded down so that a segment of `threshold` points always qualifies.
-    kb = threshold * dimension * 4 // 1024
-    if threshold:
-        kb = max(kb, 1)
-    return qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
-        # The engine applies IDF; the chunks' vectors carry BM25's term frequencies (bm25.py).
-        sparse_vectors=(
-            {bm25.VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if sparse else None
-        ),
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=kb),
-    )
-
-
-def spawn_optimizer(shard_dir: Path) -> subprocess.Popen[bytes]:
-    """The niced child process that runs optimize() on the (closed) shard at `shard_dir`."""
+def spawn_optimizer(shard_dir: Path, spec: dict[str, Any] | None = None) -> subprocess.Popen[bytes]:
+    """The niced child process that runs optimize() on the (closed) shard at `shard_dir`,
+    loaded with the config `spec` describes (edge_config.spec) if one is given."""
+    args = [sys.executable, "-c", _BUILD_SCRIPT, str(shard_dir), str(os.getpid())]
+    if spec is not None:
+        args += [json.dumps(spec), edge_config.__file__]
     return subprocess.Popen(
-        [sys.executable, "-c", _BUILD_SCRIPT, str(shard_dir), str(os.getpid())],
+        args,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -113,15 +111,25 @@ def dense_indexed(shard: qe.EdgeShard) -> int:
 class IndexBuilder:
     """Starts, runs and waits for the HNSW builds of one store's collections."""
 
-    def __init__(self, threshold: int) -> None:
-        """Build once `threshold` points are outside HNSW segments (0: never)."""
+    def __init__(self, threshold: int, tuning: EdgeTuning | None = None) -> None:
+        """Build once `threshold` points are outside HNSW segments (0: never), with the
+        size-dependent config of `tuning` (edge_config)."""
         if threshold < 0:
             raise ValueError("hnsw_threshold must be >= 0")
         self.threshold = threshold
+        self.tuning = tuning or EdgeTuning()
+
+    def spec(
+        self, c: EdgeCollection, points: int | None = None, *, sparse: bool | None = None
+    ) -> dict[str, Any]:
+        """The collection's shard config as JSON: for a build at `points`, or (None) to open
+        the shard as built; `sparse` overrides whether it has BM25 vectors."""
+        has_sparse = c.bm25 is not None if sparse is None else sparse
+        return self.tuning.spec(c.provenance.dimension, self.threshold, has_sparse, points)
 
     def config(self, c: EdgeCollection) -> qe.EdgeConfig:
-        """The collection's shard config."""
-        return shard_config(c.provenance.dimension, self.threshold, sparse=c.bm25 is not None)
+        """The config the collection's shards are opened with (a build's choices kept)."""
+        return edge_config.config(self.spec(c))
 
     @staticmethod
     def indexed(c: EdgeCollection, shard: qe.EdgeShard) -> int:
@@ -177,9 +185,11 @@ class IndexBuilder:
                 c.shard.flush()
                 c.unflushed = 0
                 indexed_before = self.indexed(c, c.shard)
+                # HNSW parameters and quantization for the size this build indexes.
+                spec = self.spec(c, c.shard.info().points_count)
                 shutil.copytree(c.shard_dir, build_dir)
                 c.journal = deque()
-                c.proc = proc = spawn_optimizer(build_dir)
+                c.proc = proc = spawn_optimizer(build_dir, spec)
             copied = time.monotonic()
             log.info(
                 "collection %s: building the HNSW index (snapshot took %.2f s)",

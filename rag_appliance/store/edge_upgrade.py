@@ -30,14 +30,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import qdrant_edge as qe
 
+from rag_appliance.store import edge_config
 from rag_appliance.store.base import Bm25Config
 from rag_appliance.store.bm25 import VECTOR as SPARSE
 from rag_appliance.store.bm25 import document_vector
-from rag_appliance.store.edge_hnsw import IndexBuilder, dense_indexed, shard_config, spawn_optimizer
+from rag_appliance.store.edge_hnsw import IndexBuilder, dense_indexed, spawn_optimizer
 from rag_appliance.store.edge_layout import EdgeCollection, new_shard_name
 from rag_appliance.store.validation import not_found
 
@@ -61,7 +62,7 @@ def upgrade(
     snapshot_dir = c.dir / new_shard_name()
     target_name = new_shard_name()
     target_dir = c.dir / target_name
-    sparse_config = shard_config(c.provenance.dimension, index.threshold, sparse=True)
+    sparse_config = edge_config.config(index.spec(c, sparse=True))
     snapshot: qe.EdgeShard | None = None
     target: qe.EdgeShard | None = None
     swapped = False
@@ -80,7 +81,7 @@ def upgrade(
             target.flush()
             target.close()
             target = None
-            _optimize(c, target_dir)
+            _optimize(c, target_dir, index.spec(c, copied, sparse=True))
             target = qe.EdgeShard.load(str(target_dir), sparse_config)
         # Counted before the replay, as after an index build (edge_hnsw.dense_indexed).
         indexed = dense_indexed(target) if optimized else 0
@@ -191,11 +192,12 @@ def _point(record: qe.Record, config: Bm25Config) -> qe.Point:
     return qe.Point(record.id, vector, payload)
 
 
-def _optimize(c: EdgeCollection, shard_dir: Path) -> None:
-    """Build the HNSW index of the closed shard at `shard_dir` in the niced child process."""
+def _optimize(c: EdgeCollection, shard_dir: Path, spec: dict[str, Any]) -> None:
+    """Build the HNSW index of the closed shard at `shard_dir` in the niced child process,
+    with the config `spec` chooses for its size (edge_config)."""
     with c.lock:
         _check_open(c)
-        c.proc = proc = spawn_optimizer(shard_dir)  # killed by delete_collection and close
+        c.proc = proc = spawn_optimizer(shard_dir, spec)  # killed by delete_collection and close
     _, err = proc.communicate()
     with c.lock:
         c.proc = None

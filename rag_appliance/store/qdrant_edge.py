@@ -3,7 +3,8 @@
 The files (layout, collection.json, the store lock, crash cleanup) are edge_layout's; the
 background HNSW builds are edge_hnsw's; enable_sparse's copy of a shard is edge_upgrade's; how a
 write is applied, journalled and flushed (durability) is edge_writes'; the search queries are
-edge_search's. This module is the VectorStore over them.
+edge_search's; the engine config by collection size (quantization, on-disk vectors, HNSW
+parameters) is edge_config's. This module is the VectorStore over them.
 
 Threads: qdrant-edge calls never release the GIL, so they never run in parallel anyway. Each
 collection has a lock held around every call on its shard, which makes "apply a write and
@@ -45,6 +46,7 @@ from rag_appliance.store.base import (
     VectorStore,
 )
 from rag_appliance.store.bm25 import check_bm25
+from rag_appliance.store.edge_config import EdgeTuning
 from rag_appliance.store.edge_hnsw import IndexBuilder
 from rag_appliance.store.edge_layout import EdgeCollection
 from rag_appliance.store.provenance import provenance_conflict, utc_now
@@ -86,16 +88,21 @@ EDGE_FILTERS: QdrantDialect[qe.Filter, qe.ConditionType] = QdrantDialect(
 def from_settings(settings: Settings) -> VectorStore:
     """The store under `data_dir/qdrant` (the registry's entry for backend `qdrant_edge`)."""
     return QdrantEdgeStore(
-        settings.data_dir / "qdrant", hnsw_threshold=settings.store.hnsw_threshold
+        settings.data_dir / "qdrant",
+        hnsw_threshold=settings.store.hnsw_threshold,
+        tuning=EdgeTuning.from_settings(settings.store),
     )
 
 
 class QdrantEdgeStore:
     """VectorStore on embedded Qdrant shards under `path` (see the module docstring)."""
 
-    def __init__(self, path: Path, *, hnsw_threshold: int = 20_000) -> None:
-        """Open (creating if needed) the store at `path`; shards are opened on first use."""
-        self._index = IndexBuilder(hnsw_threshold)
+    def __init__(
+        self, path: Path, *, hnsw_threshold: int = 20_000, tuning: EdgeTuning | None = None
+    ) -> None:
+        """Open (creating if needed) the store at `path`; shards are opened on first use.
+        `tuning`: quantization, on-disk vectors and HNSW parameters by size (edge_config)."""
+        self._index = IndexBuilder(hnsw_threshold, tuning)
         self._root = Path(path)
         self._dir = self._root / "collections"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -240,7 +247,7 @@ class QdrantEdgeStore:
         with self._shard(name) as (_, shard):
             # One lock for the whole search: the weighted maxima and every grouping round see
             # the same points.
-            return edge_search.search(shard, plan, selector)
+            return edge_search.search(shard, plan, selector, self._index.tuning)
 
     def scroll(
         self,

@@ -39,6 +39,7 @@ def build_ui(
     from rag_appliance.ui.actions import Actions
     from rag_appliance.ui.base import hidden
     from rag_appliance.ui.documents import VIEWER_TAB, DocumentActions
+    from rag_appliance.ui.jobs import JobsActions, jobs_tab
     from rag_appliance.ui.search_tab import SearchActions
 
     if isinstance(services, Services):
@@ -53,6 +54,7 @@ def build_ui(
     chat = actions.chatting
     viewer_actions = DocumentActions(getter)
     searcher = SearchActions(getter)
+    jobs = JobsActions(getter, actions.upload)  # large uploads go in the background as jobs
 
     def cancel() -> tuple[dict[str, Any], None]:
         return hidden(), None
@@ -76,6 +78,8 @@ def build_ui(
                 docs = layout.documents_tab()
             with layout.tab("Document viewer", VIEWER_TAB):
                 viewer = layout.viewer_tab()
+            with layout.tab("Jobs", "jobs"):
+                running = jobs_tab()
 
         collection = top.collection
         # Shown or hidden, enabled or not, by what the signed-in key may write (write_controls).
@@ -143,7 +147,7 @@ def build_ui(
         # -- documents: upload, pick, view, delete (after a confirmation) ---------------------
         # One upload at a time: indexing shares the embedding engine with search and chat.
         indexed = docs.index.click(
-            actions.upload,
+            jobs.upload,
             [docs.files, collection],
             [docs.results, docs.files],
             concurrency_limit=1,
@@ -162,6 +166,14 @@ def build_ui(
             actions.delete_document, [top.pending_document], [docs.confirm, top.pending_document]
         ).then(actions.listing, [collection], listing)
         docs.confirm_no.click(cancel, None, [docs.confirm, top.pending_document], queue=False)
+
+        # -- jobs: the table refreshed on a timer, Cancel for the picked job ------------------
+        jobs_view = [running.table, running.pick]
+        demo.load(jobs.jobs_listing, None, jobs_view)
+        running.timer.tick(jobs.jobs_listing, None, jobs_view, show_progress="hidden")
+        running.cancel.click(jobs.cancel_job, [running.pick], [running.status]).then(
+            jobs.jobs_listing, None, jobs_view
+        )
     return demo
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import random
 
 import pytest
 
@@ -61,3 +62,18 @@ def test_normalize_text() -> None:
     )
     # Composed and decomposed accents end up the same.
     assert normalize_text("cafe\u0301") == "café"
+
+
+# Line breaks, blanks, controls, accents and the letters a segment may start with.
+_PIECES = ["\n", "\r\n", "\r", " ", "\t", "\u00a0", "\x00", "\u200b", "\x0c", "\x85"]
+_PIECES += ["\u2029", "e", "\u0301", "A", "7", ".", "é", "\u1100", "\u1161", "x y"]
+
+
+def test_a_long_text_normalised_in_segments_is_normalised_whole() -> None:
+    # A long text is normalised a segment at a time (less memory); the result must not change.
+    rng = random.Random(12)
+    for _ in range(2000):
+        text = "".join(rng.choices(_PIECES, k=rng.randint(0, 200)))
+        segment = rng.randint(2, 40)
+        whole = normalize_text(text, segment_chars=len(text) + 1)
+        assert normalize_text(text, segment_chars=segment) == whole, repr(text)

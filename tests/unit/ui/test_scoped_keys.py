@@ -258,4 +258,5 @@ def test_every_event_that_touches_services_gets_the_session() -> None:
         checked.add(name)
     expected = {"on_load", "listing", "answer", "search", "upload", "open_clicked", "feedback"}
     assert expected <= checked
-    assert len(checked) == 14
+    assert {"jobs_listing", "cancel_job"} <= checked  # the Jobs tab (ui/jobs.py)
+    assert len(checked) == 16

@@ -1,0 +1,1 @@
+"""The OpenAI Batch API for embeddings: files, batches, their journal and the runner."""

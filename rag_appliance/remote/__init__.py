@@ -1,0 +1,1 @@
+"""The CLI against a running server: `index`, `search` and `eval` with `--server URL`."""
