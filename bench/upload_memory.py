@@ -8,7 +8,7 @@ at idle, then sampled with psutil every 50 ms while one .txt file of that size, 
 man-page and Python-docs corpora in tests/data, is uploaded to /v1/index/upload and indexed.
 Printed: MB above idle for each size, their ratio, the time and chunks; the raw figures go to
 bench/results/upload-memory-<date>.json. `--tuned-heap` starts the servers with glibc's mmap
-threshold fixed at 1 MiB and two arenas (the environment form of `rag_appliance.ingest.heap.tune`),
+threshold fixed at 1 MiB and two arenas (the environment form of `rag_appliance.heap.tune`),
 to compare with a run without it.
 """
 
@@ -29,6 +29,8 @@ from lib import ROOT
 from lib.driver import log
 from lib.results import command_line, dated_path, markdown_table, ratio, verdict, write_json
 from lib.servers import EMBEDDINGS_ONLY, appliance_spec, ensure_ready, launch, stop_server
+
+from rag_appliance import heap
 
 CORPORA = [
     ROOT / "tests" / "data" / name / "corpus.jsonl" for name in ("beir-manpages", "beir-pystdlib")
@@ -90,7 +92,7 @@ class PeakSampler:
 
 
 # glibc's tunables as environment variables: what heap.tune() sets with mallopt.
-TUNED_HEAP = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024), "MALLOC_ARENA_MAX": "2"}
+TUNED_HEAP = heap.child_env()
 
 
 def measure(size_mb: float, data_dir: Path, tuned_heap: bool = False) -> dict[str, Any]:

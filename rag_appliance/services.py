@@ -207,9 +207,9 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Load the configured models and store (blocking: seconds to minutes) and wire them."""
+    from rag_appliance import heap
     from rag_appliance.embedding import registry
     from rag_appliance.embedding.encoder import Encoder
-    from rag_appliance.ingest import heap
 
     # Before the model runs: glibc's default heap keeps the embedder's activation peak resident
     # (1 MB upload: 1,024 MB above idle by default, 307 MB tuned; docs/security.md).

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rag_appliance import heap
 from rag_appliance.errors import (
     AppError,
     InvalidRequest,
@@ -24,7 +25,6 @@ from rag_appliance.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from rag_appliance.ingest import heap
 from rag_appliance.ingest.limits import ParseLimits, too_complex
 from rag_appliance.ingest.parsers import ParsedDocument, parse
 

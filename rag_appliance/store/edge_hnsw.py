@@ -47,6 +47,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from rag_appliance import heap
 from rag_appliance.store import bm25, edge_config
 from rag_appliance.store.edge_config import EdgeTuning
 from rag_appliance.store.edge_layout import EdgeCollection, new_shard_name
@@ -89,6 +90,8 @@ def spawn_optimizer(shard_dir: Path, spec: dict[str, Any] | None = None) -> subp
         args += [json.dumps(spec), edge_config.__file__]
     return subprocess.Popen(
         args,
+        # The build's large temporary blocks go back to the OS when freed, not kept as its peak.
+        env={**os.environ, **heap.child_env()},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

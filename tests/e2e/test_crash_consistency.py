@@ -4,24 +4,19 @@ agree, no uncommitted chunk is left, search sees whole documents only, and re-se
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.e2e.servers import serve
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("goat", "island", "harbour", "llama", "stone", "wind", "salt", "meadow", "ferry")
 
 
@@ -30,48 +25,15 @@ def _doc(i: int, words: int) -> dict[str, Any]:
     return {"id": f"doc-{i}", "text": f"Document {i}. {text}"}
 
 
-@contextlib.contextmanager
-def _serve(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = os.environ | {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAG_DATA_DIR": str(data_dir),
-        "RAG_GENERATION__ENABLED": "false",
-        "RAG_SERVER__UI": "false",
-        "RAG_EMBEDDING__DTYPE": "bfloat16",  # no dtype calibration at each start
-        # Small chunks and batches: many upserts, so a kill lands between two of them.
-        "RAG_INGEST__CHUNK_MAX_TOKENS": "48",
-        "RAG_INGEST__CHUNK_OVERLAP_TOKENS": "8",
-        "RAG_INGEST__EMBED_BATCH": "32",
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rag_appliance", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.3)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+def _serve(data_dir: Path, log: Path) -> contextlib.AbstractContextManager[tuple[Any, str]]:
+    # Small chunks and batches: many upserts, so a kill lands between two of them.
+    return serve(
+        data_dir,
+        log,
+        RAG_INGEST__CHUNK_MAX_TOKENS="48",
+        RAG_INGEST__CHUNK_OVERLAP_TOKENS="8",
+        RAG_INGEST__EMBED_BATCH="32",
+    )
 
 
 def _consistent(client: httpx.Client) -> dict[str, int]:

@@ -4,23 +4,18 @@ resumes on its own and completes, and the collection holds exactly the job's doc
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.e2e.servers import serve
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("goat", "island", "harbour", "llama", "stone", "wind", "salt", "meadow", "ferry")
 COUNT = 200
 
@@ -30,45 +25,9 @@ def _doc(i: int) -> dict[str, Any]:
     return {"id": f"doc-{i}", "text": f"Document {i}. {text}"}
 
 
-@contextlib.contextmanager
-def _serve(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    env = os.environ | {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "RAG_DATA_DIR": str(data_dir),
-        "RAG_GENERATION__ENABLED": "false",
-        "RAG_SERVER__UI": "false",
-        "RAG_EMBEDDING__DTYPE": "bfloat16",  # no dtype calibration at each start
-        "RAG_JOBS__BATCH_ITEMS": "40",  # many batches: the kill lands between two of them
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rag_appliance", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.3)
-        yield proc, base
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+def _serve(data_dir: Path, log: Path) -> contextlib.AbstractContextManager[tuple[Any, str]]:
+    # Many batches: the kill lands between two of them.
+    return serve(data_dir, log, RAG_JOBS__BATCH_ITEMS="40")
 
 
 def test_sigkill_mid_job_then_restart_resumes_and_completes(tmp_path: Path) -> None:

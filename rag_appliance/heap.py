@@ -49,3 +49,9 @@ def trim() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def child_env() -> dict[str, str]:
+    """The environment form of `tune()`, for a child process that allocates much (glibc reads it
+    at start)."""
+    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_ARENA_MAX": str(ARENA_MAX)}

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from rag_appliance.ingest import heap
+from rag_appliance import heap
 
 
 def _glibc() -> bool:
@@ -21,7 +21,7 @@ def _glibc() -> bool:
 
 _SCRIPT = """
 import resource, sys
-from rag_appliance.ingest import heap
+from rag_appliance import heap
 
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
