@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
@@ -16,7 +15,7 @@ from rag_appliance.auth.access import authorize_write
 from rag_appliance.errors import InvalidRequest, ServiceUnavailable
 from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files, safe_name
 from rag_appliance.protocol import responses as bodies
-from rag_appliance.protocol.checks import check_json, check_text
+from rag_appliance.protocol.checks import check_text, form_metadata
 from rag_appliance.protocol.index import IndexRequest, index_response
 from rag_appliance.protocol.openapi import responses
 
@@ -72,7 +71,7 @@ async def upload_files(
     pipeline = services.require_pipeline()
     check_text(collection, "collection")
     authorize_write(collection)  # before the files are read (index_files checks too)
-    common = _metadata(metadata)
+    common = form_metadata(metadata)
     most = services.settings.ingest.max_files_per_upload
     if len(files) > most:
         raise InvalidRequest(f"at most {most} files per upload", param="files")
@@ -121,19 +120,6 @@ async def _cancel(task: asyncio.Future[Any]) -> None:
     if not task.done():
         task.cancel()
         await asyncio.wait({task})
-
-
-def _metadata(raw: str | None) -> dict[str, Any]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise InvalidRequest("'metadata' must be a JSON object", param="metadata") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("'metadata' must be a JSON object", param="metadata")
-    check_json(value, "metadata")
-    return value
 
 
 def _unique_names(files: list[UploadFile]) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -28,7 +25,7 @@ from rag_appliance.jobs.protocol import (
 from rag_appliance.jobs.runner import JobNotFound, JobRunner
 from rag_appliance.jobs.store import Job, Spool, valid_id
 from rag_appliance.jobs.submit import check_target, new_job, spooled, unique_names
-from rag_appliance.protocol.checks import check_json, check_text
+from rag_appliance.protocol.checks import check_text, form_metadata
 from rag_appliance.protocol.openapi import responses
 from rag_appliance.services import Services
 
@@ -151,7 +148,7 @@ async def _from_form(request: Request, services: Services, runner: JobRunner) ->
             raise InvalidRequest("'files' must be files, not text fields", param="files")
         _count(len(files), limits.max_items, "files")
         names = unique_names([u.filename for u in files])
-        metadata = _metadata(form.get("metadata"))
+        metadata = form_metadata(form.get("metadata"))
         await check_target(services, collection)
         job = new_job(runner, "files", collection, metadata, None)
 
@@ -170,18 +167,3 @@ def _count(count: int, most: int, param: str) -> None:
         raise InvalidRequest(f"at most {most:,} {param} per job (jobs.max_items)", param=param)
     if count == 0:
         raise InvalidRequest(f"no {param} to index", param=param)
-
-
-def _metadata(raw: Any) -> dict[str, Any]:
-    if raw is None or raw == "":
-        return {}
-    if not isinstance(raw, str):
-        raise InvalidRequest("'metadata' must be a JSON object", param="metadata")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise InvalidRequest("'metadata' must be a JSON object", param="metadata") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("'metadata' must be a JSON object", param="metadata")
-    check_json(value, "metadata")
-    return value

@@ -8,6 +8,7 @@ where a request enters, before anything is embedded or written.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -101,3 +102,19 @@ def check_scalar(value: Any, param: str) -> None:
             param=param,
             code=INVALID,
         )
+
+
+def form_metadata(raw: Any) -> dict[str, Any]:
+    """A multipart form's `metadata` field: a JSON object, checked; empty or absent: {}."""
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, str):  # a file sent under the field's name
+        raise InvalidRequest("'metadata' must be a JSON object", param="metadata")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidRequest("'metadata' must be a JSON object", param="metadata") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'metadata' must be a JSON object", param="metadata")
+    check_json(value, "metadata")
+    return value
