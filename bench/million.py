@@ -12,10 +12,12 @@ call; the shard is then copied once per mode and reopened with `--hnsw-threshold
 quantization, which starts the background build (timed until wait_for_index returns). Then, on
 the same queries: dense exact (the engine's exact scan, through the shard), dense ANN without a
 filter, with the commit filter the appliance adds, with a team filter (10% of points), and
-hybrid (dense + BM25, RRF in the engine) with the commit filter. recall@10 is against numpy's
-exact top 10 (cosine; for the team filter, over that team's points). RSS: this process's
-growth over what it held before opening the store (the bench's own arrays excluded), its peak,
-and the build child's peak.
+hybrid (dense + BM25, RRF in the engine) with the commit filter; and the dense ANN search with
+quantization ignored (Qdrant's `ignore`: the same graph walked with the original float32 vectors,
+so on an int8 store it is the search side of "without quantization" without a second build).
+recall@10 is against numpy's exact top 10 (cosine; for the team filter, over that team's
+points). RSS: this process's growth over what it held before opening the store (the bench's own
+arrays excluded), its peak, and the build child's peak.
 """
 
 from __future__ import annotations
@@ -125,6 +127,19 @@ def searches(
         with store._shard(NAME) as (_, shard):
             return ids(shard.query(request))
 
+    ef = store._index.tuning.search_ef(store.count(NAME), TOP_K)
+    # The same graph searched with the original vectors only (Qdrant's `ignore` quantization):
+    # the search side of "without quantization" on a store built with it (a bench-only reach).
+    unquantized = qe.SearchParams(
+        hnsw_ef=ef, quantization=qe.QuantizationSearchParams(ignore=True, rescore=False)
+    )
+
+    def full_precision(q: int) -> list[int]:
+        query = qe.Query.Nearest(qv[q].tolist())
+        request = qe.QueryRequest(limit=TOP_K, query=query, params=unquantized)
+        with store._shard(NAME) as (_, shard):
+            return ids(shard.query(request))
+
     def dense(flt: Filter | None) -> Callable[[int], list[int]]:
         return lambda q: ids(store.search(NAME, qv[q], TOP_K, flt))
 
@@ -135,6 +150,7 @@ def searches(
     out = {
         "exact": timed(exact_n, exact, full),
         "ann": timed(n, dense(None), full),
+        "ann_unquantized": timed(n, full_precision, full),
         "ann_committed": timed(n, dense(COMMITTED), full),
         "ann_team": timed(n, dense(TEAM), team),
         "hybrid": timed(n, hybrid, None),
@@ -292,6 +308,7 @@ def report(r: dict[str, Any]) -> str:
     for kind, label in (
         ("exact", "dense exact"),
         ("ann", "dense ANN"),
+        ("ann_unquantized", "dense ANN, quantization ignored"),
         ("ann_committed", "dense ANN + commit filter"),
         ("ann_team", "dense ANN + team filter (10%)"),
         ("hybrid", "hybrid RRF + commit filter"),
@@ -302,7 +319,7 @@ def report(r: dict[str, Any]) -> str:
     def recall(kind: str) -> Callable[[dict[str, Any]], Any]:
         return lambda f: f[kind]["recall_at_10"]
 
-    for kind in ("exact", "ann", "ann_team"):
+    for kind in ("exact", "ann", "ann_unquantized", "ann_team"):
         rows.append(row(f"recall@10 {kind}", recall(kind)))
     rows.append(row("store RSS MiB", lambda f: f["rss_mib"]["store"]))
     rows.append(row("peak RSS MiB (+ build child)", lambda f: f["rss_mib"]["peak"]))

@@ -182,7 +182,14 @@ class IndexPipeline:
             return
         # Cancelled (the client left) or failed: this call's uncommitted chunks are deleted.
         async with rolling_back(self.store, collection, [item.doc_id for item in todo]):
-            await self._write_flagged(collection, todo, progress)
+            # The store's index builds wait for the end of the write (edge_hnsw.hold).
+            hold = getattr(self.store, "hold_builds", None)
+            release = hold(collection) if hold is not None else None
+            try:
+                await self._write_flagged(collection, todo, progress)
+            finally:
+                if release is not None:
+                    await settled(release)
 
     async def _write_flagged(
         self, collection: str, todo: list[_Pending], progress: Callable[[int], None] | None

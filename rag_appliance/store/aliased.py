@@ -212,6 +212,12 @@ class AliasedStore:
         self.inner.delete_alias(alias)
         self.table(fresh=True)
 
+    def hold_builds(self, name: str) -> Callable[[], None]:
+        """Hold the index builds of the collection `name` stands for while an ingest call
+        writes to it (stores that build in the background: qdrant-edge); the release."""
+        hold = getattr(self.inner, "hold_builds", None)
+        return _nothing if hold is None else self._on(name, hold)
+
     def close(self) -> None:
         """Close the inner store."""
         self.inner.close()
@@ -224,6 +230,10 @@ class TransactionalAliasedStore(AliasedStore):
         """Replace documents in the collection `name` stands for, in one transaction."""
         inner: Any = self.inner  # not part of the VectorStore protocol
         self._on(name, lambda t: inner.replace_documents(t, doc_ids, points))
+
+
+def _nothing() -> None:
+    """The release of a hold on a store that has nothing to hold."""
 
 
 def _is_version(name: str, bases: set[str]) -> bool:

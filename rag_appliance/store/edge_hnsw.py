@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 
 # Journal entries left when the builder takes the lock for the final replay and swap.
 _SWAP_TAIL = 16
+# While an ingest call writes to a collection, a build waits until this many thresholds of
+# points are outside HNSW (so a stream of concurrent writers cannot put it off forever).
+HELD_BUILD_FACTOR = 5
 
 # Run by `python -c` in the index-build child: it imports only qdrant_edge (and edge_config, by
 # its file path), so it starts fast and does not depend on how this package is installed.
@@ -121,6 +125,7 @@ class IndexBuilder:
             raise ValueError("hnsw_threshold must be >= 0")
         self.threshold = threshold
         self.tuning = tuning or EdgeTuning()
+        self._writers_lock = threading.Lock()
 
     def spec(
         self, c: EdgeCollection, points: int | None = None, *, sparse: bool | None = None
@@ -156,11 +161,41 @@ class IndexBuilder:
             return
         points = shard.info().points_count
         unindexed = points - self.indexed(c, shard)
+        if c.writers and unindexed < HELD_BUILD_FACTOR * self.threshold:
+            return
         if unindexed >= self.threshold and points >= c.next_build_at:
             c.builder = threading.Thread(
                 target=self._build, args=(c,), name=f"hnsw-{c.name}", daemon=True
             )
             c.builder.start()
+
+    def hold(self, c: EdgeCollection) -> Callable[[], None]:
+        """Hold builds of the collection while an ingest call writes to it; the release.
+
+        A build started mid-write copies a shard that is still growing, journals every later
+        write in memory and is outdated when it ends, so a large document would cost several
+        builds, each overlapping the write, instead of one after it (docs/security.md, upload
+        memory). Searches stay exact meanwhile. Holding never blocks (no collection lock);
+        the release may (it can start the build).
+        """
+        with self._writers_lock:
+            c.writers += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._writers_lock:
+                if released:
+                    return
+                released = True
+                c.writers -= 1
+                if c.writers:
+                    return
+            with c.lock:
+                if c.shard is not None and not c.closed:
+                    self.maybe_start(c, c.shard)
+
+        return release
 
     @staticmethod
     def wait(c: EdgeCollection, timeout: float | None = None) -> bool:

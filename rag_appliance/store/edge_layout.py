@@ -75,6 +75,8 @@ class EdgeCollection:
     proc: subprocess.Popen[bytes] | None = None
     # No new build before the shard holds this many points (stops retrying a useless build).
     next_build_at: int = 0
+    # Ingest calls writing to the collection now (IndexBuilder.hold): builds wait for them.
+    writers: int = 0
     # While enable_sparse copies the shard: the BM25 config the journal's upserts carry (see
     # edge_upgrade); no index build starts meanwhile, so the two never share the journal.
     upgrading: Bm25Config | None = None

@@ -332,6 +332,10 @@ class QdrantEdgeStore:
         with self._shard(name) as (c, shard):
             return self._index.indexed(c, shard)
 
+    def hold_builds(self, name: str) -> Callable[[], None]:
+        """Hold the collection's index builds while an ingest call writes to it; the release."""
+        return self._index.hold(self._get(name))
+
     def wait_for_index(self, name: str, timeout: float | None = None) -> bool:
         """Wait until no index build runs for the collection; False if one still runs."""
         return self._index.wait(self._get(name), timeout)

@@ -112,3 +112,33 @@ def test_hnsw_threshold_zero_never_builds_and_a_new_threshold_applies(tmp_path: 
         assert sparse_ids(store, "docs", "item399") == [points(399, 400)[0].id]
     finally:
         store.close()
+
+
+def test_builds_wait_for_an_ingest_write_then_index_everything(tmp_path: Path) -> None:
+    store = QdrantEdgeStore(tmp_path, hnsw_threshold=200)
+    try:
+        store.create_collection("docs", PROV)
+        release = store.hold_builds("docs")
+        data = points(0, 1100)
+        for start in range(0, 900, 100):  # 4.5 thresholds past the threshold: held
+            store.upsert("docs", data[start : start + 100])
+        assert store.wait_for_index("docs", timeout=0)  # no build was started
+        assert store.indexed_points("docs") == 0
+        release()
+        release()  # a second release is a no-op, not a second writer gone
+        assert store.wait_for_index("docs", timeout=60)
+        assert store.indexed_points("docs") == 900  # one build, of everything written
+
+        # Two writers: builds wait for both, and a hold cannot put off a build forever.
+        first, second = store.hold_builds("docs"), store.hold_builds("docs")
+        store.upsert("docs", data[900:1100])
+        first()
+        assert store.wait_for_index("docs", timeout=0)
+        assert store.indexed_points("docs") == 900
+        store.upsert("docs", points(1100, 2100))  # 1,200 unindexed: past 5x the threshold
+        assert store.wait_for_index("docs", timeout=60)
+        assert store.indexed_points("docs") >= 2000
+        second()
+        assert store.count("docs") == 2100
+    finally:
+        store.close()

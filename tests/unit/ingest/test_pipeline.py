@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,16 @@ class RecordingStore(QdrantEdgeStore):
     def set_payload(self, name: str, flt: Filter, payload: dict[str, Any]) -> None:
         self.calls.append(("set_payload", payload))
         super().set_payload(name, flt, payload)
+
+    def hold_builds(self, name: str) -> Callable[[], None]:
+        self.calls.append(("hold", name))
+        release = super().hold_builds(name)
+
+        def recorded() -> None:
+            self.calls.append(("release", name))
+            release()
+
+        return recorded
 
 
 @pytest.fixture
@@ -77,7 +87,9 @@ async def test_a_long_document_is_embedded_and_written_in_groups_then_flipped_on
     assert len(upserts) == -(-n // GROUP) and all(len(flags) <= GROUP for flags in upserts)
     # All written invisible, made visible by one flip after the last write.
     assert all(flag is False for flags in upserts for flag in flags)
-    assert store.calls[-1] == ("set_payload", {"committed": True})
+    # Index builds held from before the first write until after the flip (edge_hnsw.hold).
+    assert store.calls[0] == ("hold", "kb") and store.calls[-1] == ("release", "kb")
+    assert store.calls[-2] == ("set_payload", {"committed": True})
     assert [kind for kind, _ in store.calls].count("set_payload") == 1
     assert store.count("kb", Filter(must=(COMMITTED,))) == n
 
@@ -101,3 +113,4 @@ async def test_a_cancel_mid_way_leaves_nothing_of_the_document(services: Service
     assert store.count("kb", doc_filter("long")) == 0
     assert store.count("kb", UNCOMMITTED) == 0
     assert ("set_payload", {"committed": True}) not in store.calls[before:]
+    assert [kind for kind, _ in store.calls[before:]].count("release") == 1  # not left held
