@@ -9,6 +9,7 @@ the earlier version.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -105,13 +106,12 @@ async def index_files(
             progress(outcome)
 
     for start in range(0, len(blobs), FILES_PER_BATCH):
+        group = list(enumerate(blobs[start : start + FILES_PER_BATCH], start))
         ready: list[tuple[int, Document]] = []
-        for slot, blob in enumerate(blobs[start : start + FILES_PER_BATCH], start):
+        for (slot, blob), found in zip(group, await _parse_all(pipeline, group), strict=True):
             name = safe_name(blob.name)
-            try:
-                found = await pipeline.sandbox.parse(blob.data, name, blob.media_type)
-            except AppError as exc:
-                settle(slot, FileOutcome(name, "error", error=exc))
+            if isinstance(found, AppError):
+                settle(slot, FileOutcome(name, "error", error=found))
                 continue
             meta = file_metadata(name, found, metadata)
             ready.append((slot, Document(found.text, id=name, metadata=meta, source=name)))
@@ -123,6 +123,27 @@ async def index_files(
             result = by_id[doc.id or ""]
             settle(slot, FileOutcome(doc.id or "", result.status, result.doc_id, result.chunks))
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _parse_all(
+    pipeline: IndexPipeline, group: Sequence[tuple[int, FileBlob]]
+) -> list[ParsedDocument | AppError]:
+    """Each file's text or its error, in order, parsed side by side by the sandbox's workers
+    (never more files at once than workers: each parse's time limit starts when it is sent)."""
+    sandbox = pipeline.sandbox
+    room = asyncio.Semaphore(max(1, sandbox.workers))
+
+    async def one(blob: FileBlob) -> ParsedDocument | AppError:
+        async with room:
+            try:
+                return await sandbox.parse(blob.data, safe_name(blob.name), blob.media_type)
+            except AppError as exc:
+                return exc
+
+    # A TaskGroup: an unexpected error (or a cancel) stops the other parses too.
+    async with asyncio.TaskGroup() as tasks:
+        parsing = [tasks.create_task(one(blob)) for _, blob in group]
+    return [task.result() for task in parsing]
 
 
 async def _check_target(collections: CollectionService, name: str) -> None:

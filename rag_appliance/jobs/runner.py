@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rag_appliance.auth.access import PermissionDenied, acting_as
 from rag_appliance.auth.keys import KeyRing, Principal
+from rag_appliance.embedding.batcher import background_lane
 from rag_appliance.errors import AppError, Conflict, NotFound, ServiceUnavailable
 from rag_appliance.ingest.chunking import ChunkingParams, doc_id_from_content
 from rag_appliance.ingest.files import FileBlob, index_files
@@ -136,6 +137,8 @@ class JobRunner:
 
     async def _work(self) -> None:
         assert self._queue is not None
+        # Bulk work: a job's embeddings wait for gaps in interactive traffic, as batches do.
+        background_lane.set(True)
         while True:
             job = self.jobs.get(await self._queue.get())
             if job is not None and not job.finished:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from rag_appliance.errors import Conflict, InvalidRequest
 from rag_appliance.ingest import files
 from rag_appliance.ingest.files import FileBlob, FileOutcome, index_files, safe_name
+from rag_appliance.ingest.parsers import ParsedDocument
 from rag_appliance.services import Services
 from rag_appliance.store.base import Provenance
 from rag_appliance.store.qdrant_edge import QdrantEdgeStore
@@ -183,3 +185,39 @@ async def test_collection_errors_fail_the_call_before_parsing(services: Services
     outcomes = await index_files(pipeline, "fresh", [FileBlob("x.png", PNG)])
     assert [o.status for o in outcomes] == ["error"]
     assert "fresh" not in [c.name for c in store.list_collections()]
+
+
+class CountingSandbox:
+    """A fake parse sandbox: each parse takes a moment; records how many ran at once."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.running = 0
+        self.most = 0
+
+    async def parse(self, data: bytes, filename: str | None, media_type: str | None) -> Any:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            self.running -= 1
+        if data == b"bad":
+            raise InvalidRequest("unreadable", param="files", code="unreadable_file")
+        return ParsedDocument(text=data.decode(), media_type="text/plain", title=None)
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+async def test_files_are_parsed_side_by_side_by_the_sandbox_workers(services: Services) -> None:
+    pipeline = services.require_pipeline()
+    fake = CountingSandbox(workers=3)
+    pipeline.sandbox = fake  # type: ignore[assignment]
+    blobs = [
+        FileBlob(f"f{i}.txt", b"bad" if i == 4 else f"File {i} text.".encode()) for i in range(7)
+    ]
+    outcomes = await index_files(pipeline, "kb", blobs)
+    assert fake.most == 3  # as many at once as workers, never more
+    assert [o.filename for o in outcomes] == [f"f{i}.txt" for i in range(7)]
+    assert [o.status for o in outcomes] == ["indexed"] * 4 + ["error"] + ["indexed"] * 2

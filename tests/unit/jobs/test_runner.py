@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rag_appliance.auth.keys import ApiKeySpec, Principal
+from rag_appliance.embedding.batcher import background_lane
 from rag_appliance.errors import Conflict, InvalidRequest
 from rag_appliance.ingest.chunking import ChunkingParams
 from rag_appliance.ingest.pipeline import DocResult, Document
@@ -22,6 +23,7 @@ class FakePipeline:
 
     def __init__(self, gate: asyncio.Event | None = None, conflict: bool = False) -> None:
         self.calls: list[list[str]] = []
+        self.lanes: list[bool] = []  # whether each call ran in the embedder's background lane
         self.committed: list[str] = []
         self.gate = gate
         self.conflict = conflict
@@ -34,6 +36,7 @@ class FakePipeline:
     ) -> list[DocResult]:
         ids = [d.id or "" for d in documents]
         self.calls.append(ids)
+        self.lanes.append(background_lane.get())
         if self.conflict:
             raise Conflict("another model's collection")
         if any(d.text == "bad" for d in documents):
@@ -106,6 +109,8 @@ async def test_a_job_completes_and_a_bad_document_fails_alone(tmp_path: Path) ->
     assert failure["error"]["status"] == 400 and "no text" in failure["error"]["message"]
     assert sorted(pipeline.committed) == sorted(f"d{i}" for i in range(8) if i != 4)
     assert body["rate"]["documents_per_s"] > 0
+    # Every index call of the job ran in the embedder's background lane (after interactive work).
+    assert pipeline.lanes and all(pipeline.lanes)
 
 
 async def test_resume_after_a_crash_indexes_only_what_was_not_done(tmp_path: Path) -> None:
