@@ -59,7 +59,7 @@ def corpus_text(size: int) -> bytes:
 
 # The store's HNSW build runs as `python -c <script>` calling EdgeShard.optimize (edge_hnsw).
 BUILD_MARK = "shard.optimize()"
-PARTS = ("server", "parse", "build", "tree", "tree_anon")
+PARTS = ("server", "parse", "build", "upload", "tree", "tree_anon")
 
 
 def anon_bytes(pid: int) -> int:
@@ -71,8 +71,8 @@ def anon_bytes(pid: int) -> int:
 
 
 def tree_memory(proc: psutil.Process) -> dict[str, int]:
-    """RSS of the server, of its parse workers, of its index-build child and of them all, and
-    the anonymous RSS of them all, in bytes."""
+    """RSS of the server, of its parse workers, of its index-build child, of the first two
+    (the upload's own processes) and of them all, and the anonymous RSS of them all, in bytes."""
     out = dict.fromkeys(PARTS, 0)
     for member in [proc, *proc.children(recursive=True)]:
         try:
@@ -86,6 +86,7 @@ def tree_memory(proc: psutil.Process) -> dict[str, int]:
         out[part] += rss
         out["tree"] += rss
         out["tree_anon"] += anon
+    out["upload"] = out["server"] + out["parse"]  # at the same instant
     return out
 
 
@@ -181,11 +182,7 @@ def measure(size_mb: float, data_dir: Path, tuned_heap: bool = False) -> dict[st
             "idle_mb": round(idle["tree"] / MB, 1),
             "peak_mb": round(sampler.peak["tree"] / MB, 1),
             # The request's own processes while it ran: the server and its parse workers.
-            "upload_above_idle_mb": round(
-                (upload_peak["server"] + upload_peak["parse"] - idle["server"] - idle["parse"])
-                / MB,
-                1,
-            ),
+            "upload_above_idle_mb": above(upload_peak, "upload"),
             "server_above_idle_mb": above(sampler.peak, "server"),
             "build_child_peak_mb": round(sampler.peak["build"] / MB, 1),
             # Everything, through the index build the upload caused.
