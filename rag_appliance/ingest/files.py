@@ -106,10 +106,12 @@ async def index_files(
             progress(outcome)
 
     for start in range(0, len(blobs), FILES_PER_BATCH):
-        group = list(enumerate(blobs[start : start + FILES_PER_BATCH], start))
+        group = [
+            (slot, safe_name(blob.name), blob)
+            for slot, blob in enumerate(blobs[start : start + FILES_PER_BATCH], start)
+        ]
         ready: list[tuple[int, Document]] = []
-        for (slot, blob), found in zip(group, await _parse_all(pipeline, group), strict=True):
-            name = safe_name(blob.name)
+        for (slot, name, _), found in zip(group, await _parse_all(pipeline, group), strict=True):
             if isinstance(found, AppError):
                 settle(slot, FileOutcome(name, "error", error=found))
                 continue
@@ -126,23 +128,23 @@ async def index_files(
 
 
 async def _parse_all(
-    pipeline: IndexPipeline, group: Sequence[tuple[int, FileBlob]]
+    pipeline: IndexPipeline, group: Sequence[tuple[int, str, FileBlob]]
 ) -> list[ParsedDocument | AppError]:
-    """Each file's text or its error, in order, parsed side by side by the sandbox's workers
-    (never more files at once than workers: each parse's time limit starts when it is sent)."""
+    """Each (slot, clean name, file)'s text or its error, in order, parsed side by side by the
+    sandbox's workers (never more at once than workers: a parse's time limit starts when sent)."""
     sandbox = pipeline.sandbox
     room = asyncio.Semaphore(max(1, sandbox.workers))
 
-    async def one(blob: FileBlob) -> ParsedDocument | AppError:
+    async def one(name: str, blob: FileBlob) -> ParsedDocument | AppError:
         async with room:
             try:
-                return await sandbox.parse(blob.data, safe_name(blob.name), blob.media_type)
+                return await sandbox.parse(blob.data, name, blob.media_type)
             except AppError as exc:
                 return exc
 
     # A TaskGroup: an unexpected error (or a cancel) stops the other parses too.
     async with asyncio.TaskGroup() as tasks:
-        parsing = [tasks.create_task(one(blob)) for _, blob in group]
+        parsing = [tasks.create_task(one(name, blob)) for _, name, blob in group]
     return [task.result() for task in parsing]
 
 
