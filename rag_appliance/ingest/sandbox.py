@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import math
 import threading
@@ -87,7 +86,7 @@ class ParseSandbox:
 
         Cancelling the caller (a client gone, a server stopping) kills the file's worker.
         """
-        future = await self._scheduled(data, filename, media_type)
+        future = self._schedule(data, filename, media_type)
         try:
             result = await asyncio.wrap_future(future)
         except concurrent.futures.TimeoutError:
@@ -118,21 +117,6 @@ class ParseSandbox:
         if pool is not None:
             pool.stop()  # type: ignore[no-untyped-call]
             pool.join(timeout=5)
-
-    async def _scheduled(
-        self, data: bytes, filename: str | None, media_type: str | None
-    ) -> concurrent.futures.Future[ParsedDocument | _Failure]:
-        """The file's parse, sent to a worker; the first one starts the pool (imports, process
-        spawns) on a thread, since that blocks and /health must stay fast meanwhile."""
-        if self._pool is not None:
-            return self._schedule(data, filename, media_type)
-        call = asyncio.ensure_future(asyncio.to_thread(self._schedule, data, filename, media_type))
-        try:
-            return await asyncio.shield(call)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):  # cancelled meanwhile: stop that parse too
-                (await call).cancel()
-            raise
 
     def _schedule(
         self, data: bytes, filename: str | None, media_type: str | None
