@@ -9,10 +9,12 @@ corpora in tests/data, is uploaded to /v1/index/upload and indexed, and on until
 HNSW build that the upload set off has ended. Each part's peak RSS: the server, the server with
 its parse workers (the upload's own processes, while the request ran), the index-build child
 (a niced process, mostly page cache of the shard copy's memory-mapped files), the whole tree,
-and the whole tree's anonymous memory. Printed: MB above idle for each size, their ratios, the
-time and chunks; the raw figures go to bench/results/upload-memory-<date>.json. `--tuned-heap`
-starts the servers with glibc's mmap threshold fixed at 1 MiB and two arenas (the environment
-form of `rag_appliance.heap.tune`), to compare with a run without it.
+and the whole tree's anonymous memory; and the same in PSS, each resident page counted once
+(RSS counts a page once per mapping, and Qdrant maps its vector files twice). Printed: MB
+above idle for each size, their ratios, the time and chunks; the raw figures go to
+bench/results/upload-memory-<date>.json. `--tuned-heap` starts the servers with glibc's mmap
+threshold fixed at 1 MiB and two arenas (the environment form of `rag_appliance.heap.tune`),
+to compare with a run without it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CORPORA = [
 ]
 MB = 1024 * 1024
 SAMPLE_S = 0.05
+PSS_EVERY = 20  # smaps_rollup walks every page table: about once a second
 GOAL_MB = 1024  # the issue's bound for a 40 MB upload
 BUILD_WAIT_S = 1800
 
@@ -70,13 +73,25 @@ def anon_bytes(pid: int) -> int:
     return sum(int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssShmem"))
 
 
-def tree_memory(proc: psutil.Process) -> dict[str, int]:
-    """RSS of the server, of its parse workers, of its index-build child, of the first two
-    (the upload's own processes) and of them all, and the anonymous RSS of them all, in bytes."""
+def pss_bytes(pid: int) -> int:
+    """A process's proportional set size: each resident page counted once, split between the
+    processes (and the mappings) that share it. RSS counts a page once per mapping: Qdrant
+    maps its vector files twice, so RSS shows the store's vectors at twice their size."""
+    with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_memory(proc: psutil.Process, pss: bool = False) -> dict[str, int]:
+    """RSS (or with `pss`, PSS) of the server, of its parse workers, of its index-build child,
+    of the first two (the upload's own processes) and of them all, and the anonymous RSS of
+    them all, in bytes."""
     out = dict.fromkeys(PARTS, 0)
     for member in [proc, *proc.children(recursive=True)]:
         try:
-            rss = member.memory_info().rss
+            rss = pss_bytes(member.pid) if pss else member.memory_info().rss
             part = "server"
             if member.pid != proc.pid:
                 part = "build" if BUILD_MARK in " ".join(member.cmdline()) else "parse"
@@ -96,6 +111,7 @@ class PeakSampler:
     def __init__(self, proc: psutil.Process) -> None:
         self.proc = proc
         self.peak = dict.fromkeys(PARTS, 0)
+        self.peak_pss = dict.fromkeys(PARTS, 0)  # sampled every PSS_EVERY samples (slower)
         self.samples = 0
         self.builds_seen = 0  # samples with an index-build child running
         self._stop = threading.Event()
@@ -113,10 +129,15 @@ class PeakSampler:
         while not self._stop.is_set():
             now = tree_memory(self.proc)
             self.peak = {k: max(v, now[k]) for k, v in self.peak.items()}
+            if self.samples % PSS_EVERY == 0:
+                pss = tree_memory(self.proc, pss=True)
+                self.peak_pss = {k: max(v, pss[k]) for k, v in self.peak_pss.items()}
             self.builds_seen += now["build"] > 0
             self.samples += 1
             if self.samples % 600 == 0:  # every ~30 s: a long run shows its peaks so far
-                log(f"  peaks so far (MB): { {k: round(v / MB) for k, v in self.peak.items()} }")
+                rss_mb = {k: round(v / MB) for k, v in self.peak.items()}
+                pss_mb = {k: round(v / MB) for k, v in self.peak_pss.items()}
+                log(f"  peaks so far (MB): RSS {rss_mb}, PSS {pss_mb}")
             self._stop.wait(SAMPLE_S)
 
 
@@ -153,6 +174,7 @@ def measure(size_mb: float, data_dir: Path, tuned_heap: bool = False) -> dict[st
         proc = psutil.Process(server.proc.pid)
         time.sleep(2)  # let start-up allocations settle
         idle = tree_memory(proc)
+        idle_pss = tree_memory(proc, pss=True)
         log(f"{size_mb:g} MB: idle {idle['tree'] / MB:,.0f} MB; uploading {len(data) / MB:.1f} MB")
         started = time.perf_counter()
         with PeakSampler(proc) as sampler:
@@ -163,16 +185,15 @@ def measure(size_mb: float, data_dir: Path, tuned_heap: bool = False) -> dict[st
                 timeout=None,
             )
             elapsed = time.perf_counter() - started
-            upload_peak = dict(sampler.peak)
+            upload_peak, upload_pss = dict(sampler.peak), dict(sampler.peak_pss)
             waited = wait_for_build(proc, sampler, BUILD_WAIT_S)
         response.raise_for_status()
         (result,) = response.json()["files"]
         if result["status"] != "indexed":
             raise RuntimeError(f"the upload was not indexed: {result}")
 
-        def above(peaks: dict[str, int], part: str) -> float:
-            base = idle["tree_anon" if part == "tree_anon" else part]
-            return round((peaks[part] - base) / MB, 1)
+        def above(peaks: dict[str, int], part: str, base: dict[str, int] = idle) -> float:
+            return round((peaks[part] - base[part]) / MB, 1)
 
         return {
             "upload_mb": round(len(data) / MB, 2),
@@ -188,6 +209,12 @@ def measure(size_mb: float, data_dir: Path, tuned_heap: bool = False) -> dict[st
             # Everything, through the index build the upload caused.
             "above_idle_mb": above(sampler.peak, "tree"),
             "anon_above_idle_mb": above(sampler.peak, "tree_anon"),
+            # The same in PSS (each page once), sampled about once a second.
+            "idle_pss_mb": round(idle_pss["tree"] / MB, 1),
+            "upload_pss_above_idle_mb": above(upload_pss, "upload", idle_pss),
+            "server_pss_above_idle_mb": above(sampler.peak_pss, "server", idle_pss),
+            "build_child_pss_peak_mb": round(sampler.peak_pss["build"] / MB, 1),
+            "pss_above_idle_mb": above(sampler.peak_pss, "tree", idle_pss),
             "samples": sampler.samples,
         }
     finally:
@@ -225,7 +252,9 @@ def main() -> None:
         [label, f"{r['upload_mb']:.1f}", f"{r['chunks']:,}", f"{r['seconds']:.1f}",
          f"{r['idle_mb']:,.0f}", f"{r['server_above_idle_mb']:,.0f}",
          f"{r['upload_above_idle_mb']:,.0f}", f"{r['build_child_peak_mb']:,.0f}",
-         f"{r['above_idle_mb']:,.0f}", f"{r['anon_above_idle_mb']:,.0f}"]
+         f"{r['above_idle_mb']:,.0f}", f"{r['anon_above_idle_mb']:,.0f}",
+         f"{r['upload_pss_above_idle_mb']:,.0f}", f"{r['build_child_pss_peak_mb']:,.0f}",
+         f"{r['pss_above_idle_mb']:,.0f}"]
         for label, r in runs.items()
     ]  # fmt: skip
     print(
@@ -241,14 +270,18 @@ def main() -> None:
                 "build child",
                 "all, through the build",
                 "all, anonymous",
+                "server + parse, PSS",
+                "build child, PSS",
+                "all, PSS",
             ],
-            "lrrrrrrrrr",
+            "lrrrrrrrrrrrr",
             rows,
         )
     )
     print(
         "\n(peak RSS MB above idle, but the build child's: its own peak; 'all' is the tree's "
-        "sum, sampled until the index build the upload caused ended)"
+        "sum, sampled until the index build the upload caused ended; PSS: the same with each "
+        "resident page counted once, sampled about once a second)"
     )
     print(
         f"large / baseline: {summary['size_ratio']}x the bytes, "

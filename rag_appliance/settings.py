@@ -243,6 +243,12 @@ class IngestSettings(Section):
     parse_timeout_s: float = Field(
         30.0, gt=0, description="Wall-clock limit per file parse; the worker is killed past it."
     )
+    parse_idle_s: float | None = Field(
+        30.0,
+        gt=0,
+        description="Seconds without a parse after which the parse workers stop (started again "
+        "by the next file); null: they run until the server stops.",
+    )
     parse_memory_mb: int = Field(
         2048, ge=256, description="Address-space limit (RLIMIT_AS) of each parse worker, in MiB."
     )

@@ -13,7 +13,7 @@ import hashlib
 import math
 import unicodedata
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 # Fixed forever: changing it changes every chunk id, orphaning every stored point.
@@ -64,15 +64,24 @@ class ChunkingParams:
             )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
-    """One chunk: its position, its text (== source[start_char:end_char]) and token count."""
+    """One chunk: its position, its text (== source[start_char:end_char]) and token count.
+
+    The text is sliced from the source when asked for, not kept: a large document's chunks
+    then cost their offsets, not a second copy of the document (docs/security.md).
+    """
 
     index: int
-    text: str
+    source: str = field(repr=False, compare=False)
     start_char: int
     end_char: int
     n_tokens: int
+
+    @property
+    def text(self) -> str:
+        """The chunk's text: its span of the source."""
+        return self.source[self.start_char : self.end_char]
 
 
 class TooManyChunks(ValueError):
@@ -106,7 +115,7 @@ def chunk_text(
             chunks.append(
                 Chunk(
                     len(chunks),
-                    part.text,
+                    text,
                     part.start_char + pos,
                     part.end_char + pos,
                     part.n_tokens,
@@ -152,7 +161,7 @@ def _chunk_segment(text: str, tokenizer: Any, params: ChunkingParams) -> list[Ch
             floor = max(previous_cut, first) + 1
             cut = _best_cut(quality, max(limit - tail, floor), limit, floor)
         chunk = _make_chunk(text, len(chunks), starts, ends, first, cut)
-        if chunk.text:  # tokenizers with whitespace tokens could make an all-blank window
+        if chunk.end_char > chunk.start_char:  # whitespace tokens can make an all-blank window
             chunks.append(chunk)
         if cut >= n:
             return chunks
@@ -303,4 +312,4 @@ def _make_chunk(
         start += 1
     while end > start and text[end - 1].isspace():
         end -= 1
-    return Chunk(index, text[start:end], start, end, cut - first)
+    return Chunk(index, text, start, end, cut - first)

@@ -33,13 +33,18 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FileBlob:
     """A named file's bytes, with the media type its sender declared (if any)."""
 
     name: str
     data: bytes
     media_type: str | None = None
+
+    def take(self) -> bytes:
+        """The bytes, handed over: the blob keeps none (index_files takes them to parse)."""
+        data, self.data = self.data, b""
+        return data
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,9 @@ async def index_files(
 ) -> list[FileOutcome]:
     """Parse and index files; one outcome per file, in order (a bad file fails only itself).
 
-    Each file is parsed in the pipeline's sandbox (a worker process, killed past its limits).
+    Each file is parsed in the pipeline's sandbox (a worker process, killed past its limits);
+    its blob's bytes are taken for it (`FileBlob.take`), so a large upload is not held while
+    its text is embedded.
     Collection-level errors (bad name, another model's collection) and indexing failures raise.
     `progress` hears each outcome as soon as it is known.
     """
@@ -138,7 +145,7 @@ async def _parse_all(
     async def one(name: str, blob: FileBlob) -> ParsedDocument | AppError:
         async with room:
             try:
-                return await sandbox.parse(blob.data, name, blob.media_type)
+                return await sandbox.parse(blob.take(), name, blob.media_type)
             except AppError as exc:
                 return exc
 

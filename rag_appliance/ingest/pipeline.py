@@ -289,10 +289,16 @@ class IndexPipeline:
         return result.vectors
 
 
+# Characters encoded at a time when hashing a document: a long text is not copied whole.
+_DIGEST_SLICE = 1 << 20
+
+
 def _digest(prefix: str, text: str) -> str:
-    """content_hash(prefix + text) without building the concatenation of a long text."""
+    """content_hash(prefix + text) without the concatenation or the whole text's UTF-8 copy."""
     digest = hashlib.sha256(prefix.encode("utf-8", "surrogatepass"))
-    digest.update(text.encode("utf-8", "surrogatepass"))
+    # Slicing by code points never splits a character (lone surrogates encode one by one).
+    for start in range(0, len(text), _DIGEST_SLICE):
+        digest.update(text[start : start + _DIGEST_SLICE].encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
 
 

@@ -58,16 +58,30 @@ class _Failure:
 
 
 class ParseSandbox:
-    """A lazily started pool of parse workers; `parse` awaits one file's text."""
+    """A lazily started pool of parse workers; `parse` awaits one file's text.
 
-    def __init__(self, limits: ParseLimits, workers: int, timeout_s: float, memory_mb: int):
+    The workers stop once no file has been parsed for `idle_s` (the next file starts them
+    again, ~0.5 s): a large upload's hours of embedding do not keep them, nor their memory.
+    """
+
+    def __init__(
+        self,
+        limits: ParseLimits,
+        workers: int,
+        timeout_s: float,
+        memory_mb: int,
+        idle_s: float | None = None,
+    ):
         self.limits = limits
         self.workers = workers
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
+        self.idle_s = idle_s
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._busy = 0  # parses scheduled and not yet ended
+        self._idle_timer: threading.Timer | None = None
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> ParseSandbox:
@@ -77,7 +91,13 @@ class ParseSandbox:
             settings.parse_workers,
             settings.parse_timeout_s,
             settings.parse_memory_mb,
+            settings.parse_idle_s,
         )
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker pool is started."""
+        return self._pool is not None
 
     async def parse(
         self, data: bytes, filename: str | None, media_type: str | None
@@ -87,6 +107,7 @@ class ParseSandbox:
         Cancelling the caller (a client gone, a server stopping) kills the file's worker.
         """
         future = self._schedule(data, filename, media_type)
+        del data  # the pool holds it until sent; a large file is not kept through the wait
         try:
             result = await asyncio.wrap_future(future)
         except concurrent.futures.TimeoutError:
@@ -105,6 +126,8 @@ class ParseSandbox:
                 f"the file needs more than the parse limits allow ({self.memory_mb} MiB, "
                 f"{self.timeout_s:g}s: ingest.parse_memory_mb, ingest.parse_timeout_s)"
             ) from None
+        finally:
+            self._ended()
         if isinstance(result, _Failure):
             raise _ERRORS[result.kind](result.message, code=result.code, param=result.param)
         return result
@@ -114,9 +137,10 @@ class ParseSandbox:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.stop()  # type: ignore[no-untyped-call]
-            pool.join(timeout=5)
+            timer, self._idle_timer = self._idle_timer, None
+        if timer is not None:
+            timer.cancel()
+        _stop(pool)
 
     def _schedule(
         self, data: bytes, filename: str | None, media_type: str | None
@@ -126,9 +150,32 @@ class ParseSandbox:
                 raise ServiceUnavailable("the server is stopping")
             if self._pool is None:
                 self._pool = self._start()
-            return self._pool.schedule(
+            future = self._pool.schedule(
                 run_parse, (data, filename, media_type, self.limits), timeout=self.timeout_s
             )
+            self._busy += 1
+            return future
+
+    def _ended(self) -> None:
+        """A parse ended: with none left, the workers stop after `idle_s` without another."""
+        with self._lock:
+            self._busy -= 1
+            if self._busy or self.idle_s is None or self._closed:
+                return
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+            timer = self._idle_timer = threading.Timer(self.idle_s, self._stop_if_idle)
+            timer.daemon = True
+            timer.start()
+
+    def _stop_if_idle(self) -> None:
+        with self._lock:
+            if self._busy or self._idle_timer is not threading.current_thread():
+                return  # a parse came meanwhile (its end arms a new timer)
+            pool, self._pool, self._idle_timer = self._pool, None, None
+        if pool is not None:
+            log.info("parse workers idle for %gs: stopping them", self.idle_s)
+        _stop(pool)
 
     def _start(self) -> ProcessPool:
         import multiprocessing
@@ -144,6 +191,12 @@ class ParseSandbox:
             initargs=(self.memory_mb * 1024 * 1024, cpu_s),
             context=multiprocessing.get_context("spawn"),
         )
+
+
+def _stop(pool: ProcessPool | None) -> None:
+    if pool is not None:
+        pool.stop()  # type: ignore[no-untyped-call]
+        pool.join(timeout=5)
 
 
 def _expired() -> type[Exception]:

@@ -227,3 +227,24 @@ def test_validation_errors_over_http_use_the_first_problem(client: TestClient) -
         400,
     )
     assert missing["message"].startswith("Invalid request: ")
+
+
+def test_start_up_objects_are_frozen_out_of_the_cyclic_collector_while_serving() -> None:
+    # A full collection over everything start-up made stalls the event loop ~0.5 s (gc.freeze).
+    import gc
+    import weakref
+
+    class Node:
+        peer: Any = None
+
+    assert gc.get_freeze_count() == 0
+    with client_for() as c:
+        assert gc.get_freeze_count() > 10_000
+        assert c.get("/health").status_code == 200
+        cycle = Node()
+        cycle.peer = cycle
+        gone = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert gone() is None  # garbage made while serving is still collected
+    assert gc.get_freeze_count() == 0  # given back at shutdown

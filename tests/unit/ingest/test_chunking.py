@@ -375,6 +375,9 @@ def test_windowed_chunking_equals_whole_text_chunking(
     windowed = chunk_text(text, tokenizer, params)
     assert windowed == whole
     assert all(c.text == text[c.start_char : c.end_char] for c in windowed)
+    # Each chunk slices the document itself when asked: no chunk keeps a copy of its text.
+    assert all(c.source is text for c in windowed)
+    assert not hasattr(windowed[0], "__dict__")
 
 
 def test_more_chunks_than_allowed_raises(tokenizer: Any) -> None:

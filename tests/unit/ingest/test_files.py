@@ -88,14 +88,18 @@ async def services(tokenizer: Any, tmp_path: Path) -> AsyncIterator[Services]:
     await services.stop()
 
 
-async def test_one_outcome_per_file_in_order(services: Services) -> None:
-    blobs = [
+def mixed_files() -> list[FileBlob]:
+    return [
         FileBlob("notes.txt", b"Plain notes about the goats on Varn Island.\n"),
         FileBlob("C:\\Users\\ada\\guide.md", b"# The Guide\n\nLlamas eat hay in winter.\n"),
         FileBlob("broken.pdf", docs_factory.corrupt_pdf_bytes(), "application/pdf"),
         FileBlob("photo.png", PNG, "image/png"),
         FileBlob("sub/page.html", docs_factory.html_bytes("The clock was built in 1741.")),
     ]
+
+
+async def test_one_outcome_per_file_in_order(services: Services) -> None:
+    blobs = mixed_files()
     heard: list[FileOutcome] = []
     pipeline = services.require_pipeline()
     common = {"team": "ops", "filename": "overridden by the file's own"}
@@ -133,7 +137,9 @@ async def test_one_outcome_per_file_in_order(services: Services) -> None:
     assert docs["sub/page.html"].metadata["title"] == "Test Page"
     assert "title" not in docs["notes.txt"].metadata
 
-    again = await index_files(pipeline, "kb", blobs, common)
+    # The files' bytes were handed to the parse, not kept through the indexing.
+    assert all(blob.data == b"" for blob in blobs)
+    again = await index_files(pipeline, "kb", mixed_files(), common)
     assert [o.status for o in again] == ["unchanged", "unchanged", "error", "error", "unchanged"]
 
 

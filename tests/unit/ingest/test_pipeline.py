@@ -11,6 +11,8 @@ import pytest
 
 from rag_appliance.collections.service import COMMITTED, UNCOMMITTED, doc_filter
 from rag_appliance.embedding.service import EmbedParams, EmbedResult
+from rag_appliance.ingest import pipeline as pipeline_module
+from rag_appliance.ingest.chunking import content_hash
 from rag_appliance.ingest.pipeline import Document
 from rag_appliance.services import Services
 from rag_appliance.store.base import Filter, Point
@@ -114,3 +116,13 @@ async def test_a_cancel_mid_way_leaves_nothing_of_the_document(services: Service
     assert store.count("kb", UNCOMMITTED) == 0
     assert ("set_payload", {"committed": True}) not in store.calls[before:]
     assert [kind for kind, _ in store.calls[before:]].count("release") == 1  # not left held
+
+
+def test_a_long_text_is_hashed_in_slices_to_the_hash_of_the_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Slices of 7 code points cut between lone surrogates, astral and accented characters.
+    monkeypatch.setattr(pipeline_module, "_DIGEST_SLICE", 7)
+    text = "ab\ud800c\U0001f600\udfff\ud83d\ude00" * 5 + "\u00e9" * 9
+    assert pipeline_module._digest("200:32:None:", text) == content_hash("200:32:None:" + text)
+    assert pipeline_module._digest("p", "") == content_hash("p")
