@@ -205,7 +205,17 @@ class IndexPipeline:
         flat = [(item, chunk) for item in todo for chunk in item.chunks]
         for start in range(0, len(flat), batch):
             part = flat[start : start + batch]
-            points = await self._embedded(part, now, committed=False)
+            texts = [contextual_text(self._context(item.doc), chunk.text) for item, chunk in part]
+            vectors = await self._embed(texts)
+            points = [
+                Point(
+                    id=stable_chunk_id(item.doc_id, chunk.index),
+                    vector=vector,
+                    payload=_payload(item, chunk, now),
+                    text_for_sparse=text,
+                )
+                for (item, chunk), vector, text in zip(part, vectors, texts, strict=True)
+            ]
             await settled(self.store.upsert, collection, points)
             if progress:
                 progress(len(part))
@@ -239,7 +249,17 @@ class IndexPipeline:
         written = 0  # documents written, in `todo` order
         for start in range(0, len(flat), batch):
             part = flat[start : start + batch]
-            ready += await self._embedded(part, now, committed=True)
+            texts = [contextual_text(self._context(item.doc), chunk.text) for item, chunk in part]
+            vectors = await self._embed(texts)
+            ready += [
+                Point(
+                    id=stable_chunk_id(item.doc_id, chunk.index),
+                    vector=vector,
+                    payload={**_payload(item, chunk, now), "committed": True},
+                    text_for_sparse=text,
+                )
+                for (item, chunk), vector, text in zip(part, vectors, texts, strict=True)
+            ]
             complete = written
             while complete < len(todo) and ends[complete] <= start + len(part):
                 complete += 1
@@ -250,26 +270,6 @@ class IndexPipeline:
                 ready, written = ready[count:], complete
             if progress:
                 progress(len(part))
-
-    async def _embedded(
-        self, part: list[tuple[_Pending, Chunk]], now: str, *, committed: bool
-    ) -> list[Point]:
-        """A group of chunks embedded, as points; each chunk's text is sliced once."""
-        bodies = [chunk.text for _, chunk in part]
-        texts = [
-            contextual_text(self._context(item.doc), body)
-            for (item, _), body in zip(part, bodies, strict=True)
-        ]
-        vectors = await self._embed(texts)
-        return [
-            Point(
-                id=stable_chunk_id(item.doc_id, chunk.index),
-                vector=vector,
-                payload=_payload(item, chunk, body, now, committed),
-                text_for_sparse=text,
-            )
-            for (item, chunk), body, vector, text in zip(part, bodies, vectors, texts, strict=True)
-        ]
 
     def _context(self, doc: Document) -> str | None:
         return chunk_context(doc.metadata, self.settings.contextual_chunks)
@@ -309,19 +309,19 @@ def _for_document(error: PayloadTooLarge, doc_id: str) -> PayloadTooLarge:
     )
 
 
-def _payload(item: _Pending, chunk: Chunk, text: str, now: str, committed: bool) -> dict[str, Any]:
+def _payload(item: _Pending, chunk: Chunk, now: str) -> dict[str, Any]:
     return {
         "doc_id": item.doc_id,
         "chunk_index": chunk.index,
         "chunk_count": len(item.chunks),
-        "text": text,
+        "text": chunk.text,
         "start_char": chunk.start_char,
         "end_char": chunk.end_char,
         "metadata": item.doc.metadata,
         "source": item.doc.source,
         "content_hash": item.digest,
         "indexed_at": now,
-        "committed": committed,
+        "committed": False,
     }
 
 
